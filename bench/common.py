@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmarks: one-core pinning, timing, the JSON last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPEECH = ROOT.parent / "shared" / "data" / "speech"
+
+
+def one_core() -> None:
+    """Pin BLAS/OpenMP pools to one thread so both sides of a comparison get one core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def timeit(fn: Callable[[], object], repeat: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def report(figures: dict) -> None:
+    """Print the figures as one JSON object on the last line."""
+    sys.stdout.flush()
+    print(json.dumps(figures, sort_keys=False), flush=True)
+
+
+def quiet_ray_env() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

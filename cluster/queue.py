@@ -1,0 +1,222 @@
+"""The run's named, bounded batch queue and the registry that describes the run.
+
+Producers ``ray.put`` a :class:`~cluster.batch.Batch` and enqueue an
+:class:`Envelope` holding only its ObjectRef, so the queue actor never copies
+feature arrays. ``maxsize`` is the backpressure: a full queue blocks producers.
+
+    queue = create_queue(run_id, maxsize=16)          # the driver
+    queue = attach_queue(run_id)                      # anyone else in the cluster
+    queue.put(Envelope.wrap(batch), timeout=1.0)      # producers
+    for batch in BatchStream(queue, prefetch=4): ...  # the learner
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.queue import Empty, Full, Queue
+
+from cluster.batch import Batch
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "voice-embeddings"
+__all__ = [
+    "Empty",
+    "Full",
+    "Envelope",
+    "BatchStream",
+    "RunRegistry",
+    "create_queue",
+    "attach_queue",
+    "queue_name",
+    "registry_name",
+    "NAMESPACE",
+]
+
+
+def queue_name(run_id: str) -> str:
+    return f"batches-{run_id}"
+
+
+def registry_name(run_id: str) -> str:
+    return f"registry-{run_id}"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What travels through the queue: a reference and a few numbers, never arrays."""
+
+    ref: Any  # ray.ObjectRef[Batch]
+    worker_id: int
+    seq: int
+    created_at: float
+    build_seconds: float
+    nbytes: int
+
+    @classmethod
+    def wrap(cls, batch: Batch) -> Envelope:
+        return cls(
+            ray.put(batch),
+            batch.worker_id,
+            batch.seq,
+            batch.created_at,
+            batch.build_seconds,
+            batch.nbytes,
+        )
+
+
+def create_queue(run_id: str, maxsize: int, num_cpus: float = 0) -> Queue:
+    """Create the run's queue as a named actor other drivers can find by run id."""
+    if maxsize <= 0:
+        raise ValueError("the batch queue must be bounded (maxsize > 0)")
+    return Queue(
+        maxsize=maxsize,
+        actor_options={
+            "name": queue_name(run_id),
+            "namespace": NAMESPACE,
+            "num_cpus": num_cpus,
+            # A queue restarted by Ray would be empty but usable: producers and learner go on.
+            "max_restarts": -1,
+            "max_task_retries": 0,
+        },
+    )
+
+
+def attach_queue(run_id: str) -> Queue:
+    """The queue of a running run, from any driver connected to the same cluster."""
+    try:
+        actor = ray.get_actor(queue_name(run_id), namespace=NAMESPACE)
+    except ValueError:
+        raise LookupError(
+            f"no running run {run_id!r} in this Ray cluster (no actor {queue_name(run_id)!r}); "
+            "is the driver (python -m learner) running and connected to the same cluster?"
+        ) from None
+    # ray.util.queue.Queue has no constructor for an existing actor; fill in its two fields.
+    queue = Queue.__new__(Queue)
+    queue.actor = actor
+    queue.maxsize = ray.get(actor.__ray_call__.remote(lambda self: self.maxsize))
+    return queue
+
+
+class RunRegistry:
+    """What a process joining a run needs: its config and unique worker ids.
+
+    A plain class; :func:`create_registry` makes it a named actor.
+    """
+
+    def __init__(self, run_id: str, config: dict[str, Any], run_dir: str) -> None:
+        self.run_id = run_id
+        self.config = config
+        self.run_dir = run_dir
+        self.created_at = time.time()
+        self._next_worker = 0
+        self._producers: dict[int, str] = {}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "config": self.config,
+            "run_dir": self.run_dir,
+            "created_at": self.created_at,
+        }
+
+    def reserve_worker_ids(self, n: int) -> list[int]:
+        ids = list(range(self._next_worker, self._next_worker + n))
+        self._next_worker += n
+        return ids
+
+    def register_producer(self, worker_id: int, actor_name: str) -> None:
+        self._producers[worker_id] = actor_name
+
+    def unregister_producer(self, worker_id: int) -> None:
+        self._producers.pop(worker_id, None)
+
+    def producers(self) -> dict[int, str]:
+        return dict(self._producers)
+
+
+def create_registry(run_id: str, config: dict[str, Any], run_dir: str) -> Any:
+    return (
+        ray.remote(RunRegistry)
+        .options(name=registry_name(run_id), namespace=NAMESPACE, num_cpus=0)
+        .remote(run_id, config, run_dir)
+    )
+
+
+def attach_registry(run_id: str) -> Any:
+    try:
+        return ray.get_actor(registry_name(run_id), namespace=NAMESPACE)
+    except ValueError:
+        raise LookupError(f"no running run {run_id!r} in this Ray cluster") from None
+
+
+@dataclass
+class StreamStats:
+    batches: int = 0
+    wait_seconds: float = 0.0  # time next() spent blocked on data
+    lost: int = 0  # envelopes whose batch was gone (its producer died)
+    last_wait: float = 0.0
+    last_build_seconds: float = 0.0
+    per_worker: dict[int, int] = field(default_factory=dict)
+
+
+class BatchStream(Iterator[Batch]):
+    """Iterate batches from a queue, keeping ``prefetch`` requests in flight.
+
+    In-flight requests are bounded, so the data held for the learner is at most
+    ``queue.maxsize + prefetch`` batches. ``stop()`` ends iteration.
+    """
+
+    def __init__(self, queue: Queue, prefetch: int = 4, poll: float = 0.5) -> None:
+        self.queue = queue
+        self.prefetch = max(1, prefetch)
+        self.poll = poll
+        self.stats = StreamStats()
+        self._pending: deque = deque()
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Batch:
+        start = time.perf_counter()
+        try:
+            while True:
+                if self._stopped:
+                    raise StopIteration
+                while len(self._pending) < self.prefetch:
+                    self._pending.append(self.queue.actor.get.remote(None))
+                ready, _ = ray.wait([self._pending[0]], timeout=self.poll)
+                if not ready:
+                    continue
+                envelope = ray.get(self._pending.popleft())
+                try:
+                    batch = ray.get(envelope.ref)
+                except (ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError):
+                    # Its producer died before we read it; the next one will do.
+                    self.stats.lost += 1
+                    log.warning(
+                        "batch %s/%s was lost with its producer; skipping",
+                        envelope.worker_id,
+                        envelope.seq,
+                    )
+                    continue
+                self.stats.batches += 1
+                self.stats.last_build_seconds = envelope.build_seconds
+                w = envelope.worker_id
+                self.stats.per_worker[w] = self.stats.per_worker.get(w, 0) + 1
+                return batch
+        finally:
+            waited = time.perf_counter() - start
+            self.stats.last_wait = waited
+            self.stats.wait_seconds += waited

@@ -1,0 +1,74 @@
+"""Run directories: ``runs/<run-id>/`` with the resolved config, checkpoints, Redis data and logs."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cluster.config import RunConfig, config_from_dict
+
+
+def new_run_id() -> str:
+    """Sortable and unique: ``20261124-073721-3f9a``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and ``os.replace``: never half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.path / "redis"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @classmethod
+    def create(cls, root: str | Path, cfg: RunConfig, run_id: str | None = None) -> RunDir:
+        run = cls(Path(root).resolve() / (run_id or new_run_id()))
+        for sub in (run.path, run.checkpoints, run.redis_dir, run.logs):
+            sub.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        run = cls(Path(path).resolve())
+        if not run.config_file.exists():
+            raise FileNotFoundError(f"{run.path} is not a run directory (no config.yaml)")
+        return run
+
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_text(self.config_file, cfg.to_yaml())
+
+    def read_config(self) -> RunConfig:
+        return config_from_dict(yaml.safe_load(self.config_file.read_text()))

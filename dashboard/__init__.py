@@ -1,0 +1,1 @@
+"""The live dashboard: reads metrics from Redis and draws them with Dash and plotly."""

@@ -1,0 +1,1 @@
+"""The consumer side: model, loss, learner actor, checkpoints, evaluation and inference."""

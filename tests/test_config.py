@@ -1,0 +1,59 @@
+import pytest
+
+from cluster.config import ConfigError, load_config, parse_override, preset_names, replace
+
+
+def test_presets_load_and_differ():
+    assert {"demo", "smoke", "base"} <= set(preset_names())
+    demo, smoke, base = (load_config(n) for n in ("demo", "smoke", "base"))
+    assert base.sampler.frames == 400 and base.model.width == 1.0
+    assert smoke.sampler.triplets < demo.sampler.triplets
+    assert demo.preset == "demo"
+
+
+def test_override_types_and_scientific_notation():
+    cfg = load_config("demo", ["learner.lr=3e-4", "sampler.frames=200", "data.path=/x"])
+    assert cfg.learner.lr == pytest.approx(3e-4)
+    assert cfg.sampler.frames == 200
+    assert cfg.data.path == "/x"
+    assert parse_override("a.b.c=true") == {"a": {"b": {"c": True}}}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learner.lrr=1", "unknown key learner.lrr"),
+        ("nosuch.x=1", "unknown key nosuch"),
+        ("sampler.frames=abc", "sampler.frames: expected int"),
+        ("learner.mining=hardest", "learner.mining"),
+        ("learner.lr", "must look like"),
+    ],
+)
+def test_bad_overrides_are_clear(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", [override])
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(ConfigError, match="presets: base, demo, smoke"):
+        load_config("nope")
+
+
+def test_yaml_file_and_roundtrip(tmp_path):
+    f = tmp_path / "my.yaml"
+    f.write_text("learner: {max_steps: 7}\n")
+    cfg = load_config(str(f))
+    assert cfg.learner.max_steps == 7 and cfg.preset == "my"
+    again = replace(cfg, learner={"max_steps": 9})
+    assert again.learner.max_steps == 9 and cfg.learner.max_steps == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+
+
+def test_feature_fingerprint_tracks_settings():
+    a = load_config("demo").features
+    b = load_config("demo", ["features.n_mels=40"]).features
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint() == load_config("base").features.fingerprint()

@@ -1,0 +1,128 @@
+import os
+import time
+
+import pytest
+
+from tests.fakes import write_bad_files, write_wav
+from workers.corpus import CorpusError, SpeakerDatabase, detect_layout
+
+
+@pytest.mark.parametrize(
+    "layout, paths, speakers",
+    [
+        (
+            "librispeech",
+            ["19/198/19-198-0001.flac", "19/198/19-198-0002.flac", "26/495/26-495-0001.flac"],
+            {"19", "26"},
+        ),
+        (
+            "voxceleb",
+            [
+                "id10001/1zcIwhmdeo4/00001.wav",
+                "id10001/7gWzIy6yIIk/00002.wav",
+                "id10002/xTV-jFAUKMk/00001.wav",
+            ],
+            {"id10001", "id10002"},
+        ),
+        (
+            "vctk",
+            ["wav48/p225/p225_001.wav", "wav48/p225/p225_002.wav", "wav48/p226/p226_001.wav"],
+            {"p225", "p226"},
+        ),
+        ("flat", ["alice/a.ogg", "alice/b.wav", "bob/c.mp3"], {"alice", "bob"}),
+    ],
+)
+def test_layouts_are_detected(tmp_path, layout, paths, speakers):
+    for p in paths:
+        write_wav(tmp_path / p.replace(".flac", ".flac"), 1.0)
+    (tmp_path / "README.txt").write_text("top-level files are ignored")
+    db = SpeakerDatabase.scan(tmp_path)
+    assert db.layout == layout
+    assert set(db.speakers) == speakers
+    assert len(db.utterances) == 3
+    assert db.utterances[0].seconds == pytest.approx(1.0, abs=0.01)
+    assert detect_layout(paths) == layout
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
+    write_wav(tmp_path / "good" / "a.wav")
+    write_wav(tmp_path / "good" / "b.wav")
+    write_wav(tmp_path / "other" / "a.wav")
+    bad = write_bad_files(tmp_path / "other")
+    db = SpeakerDatabase.scan(tmp_path, min_seconds=0.5)
+    rel = {k: os.path.relpath(v, tmp_path) for k, v in bad.items()}
+    assert db.skipped["empty"] == [rel["empty"]]
+    assert sorted(db.skipped["unreadable"]) == sorted([rel["corrupt"], rel["fake_audio"]])
+    assert db.skipped["too_short"] == [rel["too_short"]]
+    assert db.skipped["truncated"] == [rel["truncated"]]
+    assert db.skipped["unsupported"] == [rel["unsupported"]]
+    assert db.skipped["not_audio"] == [rel["not_audio"]]
+    # The silent file has a valid header: it is indexed, and refused when decoded (see sampler).
+    assert {u.path for u in db.utterances} == {
+        "good/a.wav",
+        "good/b.wav",
+        "other/a.wav",
+        rel["silent"],
+    }
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for kind in ("empty", "corrupt", "fake_audio", "too_short", "truncated", "unsupported"):
+        assert sum(rel[kind] in w for w in warned) == 1, kind
+
+
+def test_manifest_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
+    for s in range(2):
+        for u in range(2):
+            write_wav(tmp_path / f"s{s}" / f"u{u}.wav", 1.0)
+    SpeakerDatabase.scan(tmp_path)
+    import workers.corpus as corpus
+
+    probed = []
+    real_probe = corpus._probe
+    monkeypatch.setattr(corpus, "_probe", lambda p, n: probed.append(p) or real_probe(p, n))
+    db = SpeakerDatabase.scan(tmp_path)
+    assert probed == [] and len(db.utterances) == 4
+    time.sleep(0.01)
+    write_wav(tmp_path / "s0" / "u0.wav", 2.0)  # changed
+    write_wav(tmp_path / "s1" / "u9.wav", 1.0)  # added
+    db = SpeakerDatabase.scan(tmp_path)
+    assert sorted(p.name for p in probed) == ["u0.wav", "u9.wav"]
+    assert {u.path: u.seconds for u in db.utterances}["s0/u0.wav"] == pytest.approx(2.0, abs=0.01)
+    assert len(db.utterances) == 5
+
+
+def test_missing_empty_and_single_speaker_roots(tmp_path):
+    with pytest.raises(CorpusError, match="does not exist"):
+        SpeakerDatabase.scan(tmp_path / "nope")
+    (tmp_path / "empty" / "spk").mkdir(parents=True)
+    (tmp_path / "empty" / "spk" / "x.txt").write_text("x")
+    with pytest.raises(CorpusError, match=r"no audio files .* found 1 other file"):
+        SpeakerDatabase.scan(tmp_path / "empty")
+    write_wav(tmp_path / "one" / "spk" / "a.wav")
+    write_wav(tmp_path / "one" / "spk" / "b.wav")
+    with pytest.raises(CorpusError, match="1 usable speaker"):
+        SpeakerDatabase.scan(tmp_path / "one")
+
+
+def test_split_is_deterministic_and_by_speaker(speech_root):
+    db = SpeakerDatabase.scan(speech_root)
+    assert len(db.speakers) == 261 and len(db.utterances) == 764
+    train, held = db.split(0.1, seed=0)
+    assert set(train).isdisjoint(held) and set(train) | set(held) == set(db.speakers)
+    assert len(held) == 26
+    assert all(len(db.by_speaker[s]) >= 2 for s in held)
+    assert db.split(0.1, seed=0) == (train, held)
+    assert db.split(0.1, seed=1)[1] != held
+    # Adding a speaker does not move the others between sides.
+    smaller = db.subset([s for s in db.speakers if s != train[0]])
+    assert set(smaller.split(0.1, seed=0)[1]) - set(held) <= {h for h in smaller.speakers}
+
+
+def test_large_corpus_indexes_quickly(tmp_path):
+    # Correctness on a few thousand files; the timing lives in bench/corpus.py.
+    src = write_wav(tmp_path / "src.wav", 1.0)
+    for i in range(2000):
+        d = tmp_path / "c" / f"s{i % 50}"
+        d.mkdir(parents=True, exist_ok=True)
+        os.link(src, d / f"u{i}.wav")
+    db = SpeakerDatabase.scan(tmp_path / "c")
+    assert len(db.speakers) == 50 and len(db.utterances) == 2000

@@ -1,0 +1,119 @@
+"""Integration: a real local Ray instance, producers as actors, the named bounded queue."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from cluster.config import load_config, replace
+from cluster.queue import BatchStream, attach_queue, create_queue, create_registry
+from cluster.ray_session import init_ray
+from workers.cache import FeatureStore, cache_dir_for
+from workers.corpus import SpeakerDatabase
+from workers.pool import start_producers, stop_producers
+from workers.precompute import precompute
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    init_ray(num_cpus=4)
+    yield
+    ray.shutdown()
+
+
+def new_run(cfg, run_id):
+    registry = create_registry(run_id, cfg.to_dict(), "/nonexistent")
+    queue = create_queue(run_id, cfg.producer.queue_size)
+    return registry, queue
+
+
+def test_two_producers_fill_the_queue_with_valid_batches(ray_session, speech_subset):
+    cfg = load_config(
+        "smoke",
+        [
+            f"data.path={speech_subset}",
+            "producer.queue_size=6",
+            "sampler.triplets=8",
+            "sampler.frames=100",
+        ],
+    )
+    registry, queue = new_run(cfg, "t-two")
+    start_producers(cfg, "t-two", 2, registry=registry)
+    deadline = time.time() + 120
+    while queue.qsize() < 6 and time.time() < deadline:
+        time.sleep(0.2)
+    assert queue.qsize() == 6  # full: producers are now blocked, not growing memory
+    time.sleep(1.0)
+    assert queue.qsize() == 6
+    stream = BatchStream(queue, prefetch=2)
+    seen = set()
+    for _ in range(20):
+        batch = next(stream).validate(
+            spec=cfg.features.fingerprint(), triplets=8, frames=100, n_mels=64
+        )
+        assert batch.features.dtype == np.float16
+        seen.add(batch.worker_id)
+        assert (batch.worker_id, batch.seq) not in {(-1, -1)}
+    assert seen == {0, 1}
+    assert stream.stats.batches == 20 and stream.stats.lost == 0
+    assert set(ray.get(registry.producers.remote())) == {0, 1}
+    assert stop_producers("t-two") == [1, 0]
+    assert ray.get(registry.producers.remote()) == {}
+
+
+def test_queue_is_found_by_run_id(ray_session):
+    owner = create_queue("t-named", 3)  # a named actor lives while its creator holds it
+    q = attach_queue("t-named")
+    assert q.actor._actor_id == owner.actor._actor_id
+    assert q.maxsize == 3
+    q.put("x")
+    assert q.get() == "x"
+    with pytest.raises(LookupError, match="no running run 't-missing'"):
+        attach_queue("t-missing")
+
+
+def test_workers_cli_attaches_and_removes(ray_session, synthetic_root):
+    from workers.__main__ import main
+
+    cfg = load_config("smoke")
+    registry, queue = new_run(cfg, "t-cli")
+    assert main(["--run", "runs/t-cli", "--count", "2"]) == 0
+    batch = next(BatchStream(queue, prefetch=1))
+    batch.validate(spec=cfg.features.fingerprint())
+    assert len(ray.get(registry.producers.remote())) == 2
+    assert main(["--run", "t-cli", "--remove", "1"]) == 0
+    assert list(ray.get(registry.producers.remote())) == [0]
+    assert main(["--run", "t-nope", "--count", "1"]) == 2
+    stop_producers("t-cli")
+
+
+def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subset, tmp_path):
+    cfg = load_config("smoke").features
+    db = SpeakerDatabase.scan(speech_subset)
+    store = FeatureStore(cache_dir_for(db, cfg, str(tmp_path)))
+    # Pretend an earlier run was killed after two files.
+    first = precompute(db.subset(db.speakers[:1]), cfg, str(tmp_path), progress=False)
+    assert first["done"] == len(db.by_speaker[db.speakers[0]])
+    totals = precompute(db, cfg, str(tmp_path), chunk=8, progress=False)
+    assert totals["already"] == first["done"]
+    assert totals["already"] + totals["done"] == len(db.utterances)
+    assert all(store.status(u.path) == "done" for u in db.utterances)
+    assert not list(store.root.glob(".*tmp*"))
+    again = precompute(db, cfg, str(tmp_path), progress=False)
+    assert again == {"already": len(db.utterances), "done": 0}
+    # A producer reading this cache computes nothing itself.
+    from workers.producer import BatchProducer
+
+    run_cfg = replace(
+        load_config("smoke"), data={"path": str(speech_subset), "cache_dir": str(tmp_path)}
+    )
+    import queue as std_queue
+
+    producer = BatchProducer(run_cfg, 0, std_queue.Queue(100))
+    producer.run(max_batches=5)
+    assert producer.source.computed == 0

@@ -1,0 +1,120 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from cluster.config import FeatureConfig, load_config
+from tests.fakes import write_bad_files, write_wav
+from workers.cache import FeatureSource, FeatureStore
+from workers.corpus import CorpusError, SpeakerDatabase
+from workers.producer import BatchProducer
+from workers.sampler import BatchBuilder, TripletSampler
+
+
+def check_triplets(db, idx, labels, b):
+    a, p, n = idx[:b], idx[b : 2 * b], idx[2 * b :]
+    assert (a != p).all()
+    for i in range(b):
+        assert db.utterances[a[i]].speaker == db.utterances[p[i]].speaker
+        assert db.utterances[a[i]].speaker != db.utterances[n[i]].speaker
+        assert labels[i] == db.speaker_index[db.utterances[a[i]].speaker]
+        assert labels[2 * b + i] == db.speaker_index[db.utterances[n[i]].speaker]
+
+
+def test_invariants_on_real_speech(speech_root):
+    db = SpeakerDatabase.scan(speech_root)
+    s = TripletSampler(db, triplets=32, seed=3)
+    singles = {sp for sp in db.speakers if len(db.by_speaker[sp]) == 1}
+    assert singles  # the shared set has single-utterance speakers
+    negatives = set()
+    anchor_counts = Counter()
+    for _ in range(60):
+        idx, labels = s.sample()
+        check_triplets(db, idx, labels, 32)
+        anchors = [db.utterances[i].speaker for i in idx[:32]]
+        assert not set(anchors) & singles
+        anchor_counts.update(anchors)
+        negatives |= {db.utterances[i].speaker for i in idx[64:]}
+    assert negatives & singles  # single-utterance speakers do serve as negatives
+    # Even draws: 60 * 32 anchors over the anchor speakers, each seen 7 or 8 times.
+    counts = np.array(list(anchor_counts.values()))
+    assert len(anchor_counts) == len(db.anchor_speakers())
+    assert counts.max() - counts.min() <= 1
+
+
+def test_seeded_and_resumable(tone_corpus):
+    db = SpeakerDatabase.scan(tone_corpus)
+    a, b = TripletSampler(db, triplets=4, seed=7), TripletSampler(db, triplets=4, seed=7)
+    for _ in range(3):
+        np.testing.assert_array_equal(a.sample()[0], b.sample()[0])
+    state = a.state()
+    after = [a.sample()[0] for _ in range(3)]
+    c = TripletSampler(db, triplets=4, seed=99)
+    c.set_state(state)
+    for want in after:
+        np.testing.assert_array_equal(c.sample()[0], want)
+    assert not np.array_equal(
+        TripletSampler(db, triplets=4, seed=8).sample()[0],
+        TripletSampler(db, triplets=4, seed=7).sample()[0],
+    )
+
+
+def test_single_utterance_speakers_never_hang(tmp_path):
+    write_wav(tmp_path / "a" / "1.wav")
+    write_wav(tmp_path / "b" / "1.wav")
+    db = SpeakerDatabase.scan(tmp_path)
+    with pytest.raises(CorpusError, match="0 with two or more"):
+        TripletSampler(db, triplets=4)
+
+
+def test_short_utterances_are_tiled_not_dropped(tmp_path):
+    for s in range(2):
+        for u in range(2):
+            write_wav(tmp_path / f"s{s}" / f"{u}.wav", 0.6)
+    db = SpeakerDatabase.scan(tmp_path)
+    source = FeatureSource(db, FeatureConfig())
+    builder = BatchBuilder(TripletSampler(db, triplets=2), source, frames=200)
+    batch = builder.build().validate(triplets=2, frames=200, n_mels=64)
+    assert batch.features.dtype == np.float16
+    assert source.get(0).shape[0] < 200
+
+
+def test_producer_survives_every_bad_file(tmp_path):
+    for s in range(3):
+        for u in range(2):
+            write_wav(tmp_path / f"s{s}" / f"{u}.wav", 1.0, f0=120 + 40 * s)
+    bad = write_bad_files(tmp_path / "s1")
+    # A file whose header is fine but whose body was overwritten later: decodes as noise-free zero.
+    import soundfile as sf
+
+    sf.write(tmp_path / "s2" / "silent2.wav", np.zeros(24000, dtype=np.float32), 16000)
+    cfg = load_config("smoke", [f"data.path={tmp_path}", "data.eval_fraction=0"])
+    import queue
+
+    q = queue.Queue(maxsize=1000)
+    producer = BatchProducer(cfg, 0, q)
+    stats = producer.run(max_batches=30)
+    assert stats["built"] == 30 and q.qsize() == 30
+    assert stats["rejected"].get("no_speech", 0) >= 1  # silent files found and discarded
+    discarded = {producer.db.utterances[i].path for i in producer.sampler.discarded}
+    assert discarded <= {"s1/silent.wav", "s2/silent2.wav"}
+    assert "s1/" + bad["silent"].name in discarded or "s2/silent2.wav" in discarded
+    while not q.empty():
+        q.get().validate(spec=cfg.features.fingerprint())
+    # The rejection is remembered in the cache: a new producer does not decode it again.
+    store = producer.source.store
+    assert any(store.status(p) == "rejected" for p in discarded)
+
+
+def test_feature_cache_roundtrip(tone_corpus, tmp_path):
+    db = SpeakerDatabase.scan(tone_corpus)
+    cfg = FeatureConfig()
+    store = FeatureStore(tmp_path / "store")
+    fresh = FeatureSource(db, cfg, store, write_cache=True)
+    a = np.array(fresh.get(0))
+    assert store.status(db.utterances[0].path) == "done" and fresh.computed == 1
+    reader = FeatureSource(db, cfg, store)
+    b = reader.get(0)
+    assert isinstance(b, np.memmap) and reader.computed == 0
+    np.testing.assert_array_equal(a, b)
+    assert not list((tmp_path / "store").glob(".*tmp*"))

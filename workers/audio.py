@@ -1,0 +1,128 @@
+"""Audio stages: read a file, mix to mono, resample, drop silence.
+
+Each stage is a small pure function: ``load_audio`` (path -> float32 mono at the
+target rate) and ``remove_silence`` (signal -> signal with non-speech frames
+removed, at the ends and inside). ``AudioError`` subclasses say why a file was
+refused, so the corpus can count each reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+
+
+class AudioError(Exception):
+    """A file that cannot be used as speech; ``reason`` is a short counting key."""
+
+    reason = "unreadable"
+
+    def __init__(self, path: str | Path, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = str(path)
+
+
+class UnreadableAudio(AudioError):
+    reason = "unreadable"
+
+
+class EmptyAudio(AudioError):
+    reason = "empty"
+
+
+class NoSpeech(AudioError):
+    reason = "no_speech"
+
+
+class TooShort(AudioError):
+    reason = "too_short"
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``sample_rate``; raise an :class:`AudioError`."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for bad files
+        raise UnreadableAudio(path, f"cannot decode audio ({exc})") from None
+    if data.size == 0:
+        raise EmptyAudio(path, "no samples")
+    signal = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(signal).all():
+        raise UnreadableAudio(path, "samples contain NaN or infinity")
+    if sr != sample_rate:
+        signal = soxr.resample(signal, sr, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def frame_energy_db(signal: np.ndarray, win: int, hop: int) -> np.ndarray:
+    """Mean-square energy in dBFS of each frame of ``win`` samples every ``hop``."""
+    if len(signal) < win:
+        signal = np.pad(signal, (0, win - len(signal)))
+    n = 1 + (len(signal) - win) // hop
+    frames = np.lib.stride_tricks.as_strided(
+        signal, shape=(n, win), strides=(signal.strides[0] * hop, signal.strides[0])
+    )
+    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / win
+    return 10.0 * np.log10(power + 1e-12)
+
+
+def speech_mask(
+    signal: np.ndarray,
+    win: int = 400,
+    hop: int = 160,
+    rel_db: float = 40.0,
+    floor_db: float = -55.0,
+    hangover: int = 5,
+) -> np.ndarray:
+    """Per-frame speech decision: loud enough relative to the loudest frame and absolutely.
+
+    ``hangover`` frames on each side of speech are kept, so word onsets and
+    decays are not clipped.
+    """
+    energy = frame_energy_db(signal, win, hop)
+    threshold = max(energy.max() - rel_db, floor_db)
+    mask = energy > threshold
+    if hangover and mask.any():
+        kernel = np.ones(2 * hangover + 1, dtype=np.int32)
+        mask = np.convolve(mask.astype(np.int32), kernel, mode="same") > 0
+    return mask
+
+
+def remove_silence(
+    signal: np.ndarray,
+    sample_rate: int = 16000,
+    win: int = 400,
+    hop: int = 160,
+    rel_db: float = 40.0,
+    floor_db: float = -55.0,
+    path: str | Path = "<signal>",
+) -> np.ndarray:
+    """Keep only speech regions, inside the utterance as well as at its ends."""
+    mask = speech_mask(signal, win, hop, rel_db, floor_db)
+    if not mask.any():
+        raise NoSpeech(path, "no speech detected (silent or below the energy floor)")
+    # Frame i covers samples [i*hop, i*hop+win); keep the hop-sized slice each speech frame owns.
+    keep = np.repeat(mask, hop)
+    tail = len(signal) - len(keep)
+    if tail > 0:
+        keep = np.concatenate([keep, np.full(tail, mask[-1])])
+    return signal[keep[: len(signal)]]
+
+
+def load_speech(path: str | Path, feature_cfg) -> np.ndarray:
+    """``load_audio`` then ``remove_silence`` with the feature config's VAD settings."""
+    signal = load_audio(path, feature_cfg.sample_rate)
+    return remove_silence(
+        signal,
+        feature_cfg.sample_rate,
+        feature_cfg.win_length,
+        feature_cfg.hop_length,
+        feature_cfg.vad_db,
+        feature_cfg.vad_floor_db,
+        path=path,
+    )

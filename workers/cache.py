@@ -1,0 +1,167 @@
+"""Per-utterance log-mel features: from the on-disk cache when it has them, computed otherwise.
+
+Cache layout: ``<cache_root>/features/<corpus-key>/<feature-spec>/<hash>.npy``
+(float16 by default, not normalised: normalisation is per segment, after the
+crop). A file that cannot be used leaves ``<hash>.rej`` holding the reason, so
+the next pass skips it without decoding it again. Every write goes to a
+temporary name first and is renamed into place, so a killed writer leaves no
+half-written entry and a restarted one simply carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from cluster.config import FeatureConfig
+from workers.audio import AudioError, TooShort, load_speech
+from workers.corpus import SpeakerDatabase, corpus_key, default_cache_root
+from workers.features import LogMel
+
+log = logging.getLogger(__name__)
+
+
+class RejectedAudio(AudioError):
+    """An utterance a previous pass already found unusable."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, f"{reason} (recorded in the feature cache)")
+        self.reason = reason
+
+
+def cache_dir_for(db: SpeakerDatabase, cfg: FeatureConfig, cache_dir: str = "") -> Path:
+    return default_cache_root(cache_dir) / "features" / corpus_key(db.root) / cfg.fingerprint()
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class FeatureStore:
+    """Read and write one corpus's cached features for one feature spec."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def key(self, rel: str) -> str:
+        return hashlib.sha1(rel.encode()).hexdigest()[:20]
+
+    def npy(self, rel: str) -> Path:
+        return self.root / f"{self.key(rel)}.npy"
+
+    def rej(self, rel: str) -> Path:
+        return self.root / f"{self.key(rel)}.rej"
+
+    def exists(self) -> bool:
+        return self.root.is_dir() and any(self.root.glob("*.npy"))
+
+    def status(self, rel: str) -> str | None:
+        """``"done"``, ``"rejected"`` or ``None`` (not yet extracted)."""
+        if self.npy(rel).exists():
+            return "done"
+        if self.rej(rel).exists():
+            return "rejected"
+        return None
+
+    def save(self, rel: str, feats: np.ndarray) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self.npy(rel), feats)
+
+    def reject(self, rel: str, reason: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.rej(rel)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"path": rel, "reason": reason}))
+        os.replace(tmp, path)
+
+    def rejection(self, rel: str) -> str:
+        try:
+            return json.loads(self.rej(rel).read_text())["reason"]
+        except (OSError, ValueError, KeyError):
+            return "rejected"
+
+    def load(self, rel: str) -> np.ndarray:
+        return np.load(self.npy(rel), mmap_mode="r")
+
+
+def extract(db: SpeakerDatabase, index: int, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
+    """Decode, drop silence, compute log-mel: ``[frames, n_mels]`` in ``cfg.dtype``."""
+    path = db.abspath(index)
+    speech = load_speech(path, cfg)
+    if len(speech) < logmel.win:
+        raise TooShort(path, "too little speech after silence removal")
+    return logmel(speech).astype(cfg.dtype)
+
+
+class FeatureSource:
+    """Features of utterance ``i`` of a database: cache, else memory, else computed.
+
+    Computed features are written to the cache when ``write_cache`` is set, and
+    kept in an in-memory LRU bounded by ``memory_bytes``. Open cache files are
+    memory-mapped and kept in a bounded LRU as well, so the OS page cache is
+    shared between producers on one machine.
+    """
+
+    def __init__(
+        self,
+        db: SpeakerDatabase,
+        cfg: FeatureConfig,
+        store: FeatureStore | None = None,
+        write_cache: bool = False,
+        memory_bytes: int = 256 << 20,
+        max_open: int = 4096,
+    ) -> None:
+        self.db, self.cfg, self.store, self.write_cache = db, cfg, store, write_cache
+        self.logmel = LogMel(cfg)
+        self.memory_bytes = memory_bytes
+        self.max_open = max_open
+        self._lru: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lru_bytes = 0
+        self.hits = self.computed = 0
+
+    def get(self, index: int) -> np.ndarray:
+        cached = self._lru.get(index)
+        if cached is not None:
+            self._lru.move_to_end(index)
+            self.hits += 1
+            return cached
+        rel = self.db.utterances[index].path
+        feats = None
+        if self.store is not None:
+            status = self.store.status(rel)
+            if status == "done":
+                try:
+                    feats = self.store.load(rel)
+                except (OSError, ValueError) as exc:  # a damaged entry: recompute it
+                    log.warning("cache entry for %s is unreadable (%s); recomputing", rel, exc)
+            elif status == "rejected":
+                raise RejectedAudio(rel, self.store.rejection(rel))
+        if feats is None:
+            try:
+                feats = extract(self.db, index, self.cfg, self.logmel)
+            except AudioError as exc:
+                if self.store is not None and self.write_cache:
+                    self.store.reject(rel, exc.reason)
+                raise
+            self.computed += 1
+            if self.store is not None and self.write_cache:
+                self.store.save(rel, feats)
+        self._remember(index, feats)
+        return feats
+
+    def _remember(self, index: int, feats: np.ndarray) -> None:
+        # Memory-mapped arrays cost file handles, not memory: bound them by count.
+        size = 0 if isinstance(feats, np.memmap) else feats.nbytes
+        self._lru[index] = feats
+        self._lru_bytes += size
+        while self._lru and (self._lru_bytes > self.memory_bytes or len(self._lru) > self.max_open):
+            _, old = self._lru.popitem(last=False)
+            self._lru_bytes -= 0 if isinstance(old, np.memmap) else old.nbytes

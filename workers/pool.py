@@ -1,0 +1,104 @@
+"""Where producers become Ray actors: started by the driver or attached later by ``python -m workers``.
+
+handles = start_producers(cfg, run_id, count=2)          # reserve ids, create, run
+stop_producers(run_id, count=1)                          # the newest ones go first
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import ray
+
+from cluster.config import RunConfig, config_from_dict
+from cluster.queue import NAMESPACE, Envelope, attach_queue, attach_registry
+from workers.producer import BatchProducer
+
+log = logging.getLogger(__name__)
+
+
+def producer_name(run_id: str, worker_id: int) -> str:
+    return f"producer-{run_id}-{worker_id}"
+
+
+class ProducerActor(BatchProducer):
+    """A BatchProducer that finds its run's queue by id, so Ray can restart it anywhere."""
+
+    def __init__(
+        self, config: dict[str, Any], run_id: str, worker_id: int, detached: bool = False
+    ) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        cfg = config_from_dict(config)
+        self.run_id, self.detached = run_id, detached
+        super().__init__(
+            cfg,
+            worker_id,
+            attach_queue(run_id),
+            wrap=Envelope.wrap,
+            metrics=_metrics_writer(cfg, run_id, f"producer-{worker_id}"),
+        )
+
+    def run(self, max_batches: int | None = None) -> dict[str, Any]:
+        stats = super().run(max_batches)
+        if self.detached and self.queue_gone:
+            ray.actor.exit_actor()  # the run ended: a detached producer must not linger
+        return stats
+
+
+def _metrics_writer(cfg: RunConfig, run_id: str, source: str) -> Any:
+    try:
+        from cluster.metrics import MetricsWriter
+    except ImportError:  # metrics are optional for a producer
+        return None
+    return MetricsWriter.from_config(cfg.metrics, run_id, source)
+
+
+def start_producers(
+    cfg: RunConfig, run_id: str, count: int, detached: bool = False, registry: Any = None
+) -> list[Any]:
+    """Create ``count`` producer actors for a run and start their loops."""
+    registry = registry or attach_registry(run_id)
+    ids = ray.get(registry.reserve_worker_ids.remote(count))
+    base_options = dict(
+        num_cpus=cfg.producer.num_cpus,
+        # Restart a killed producer and re-issue its run() loop on the new instance.
+        max_restarts=-1,
+        max_task_retries=-1,
+        max_concurrency=2,  # run() occupies one thread; stop()/stats() use the other
+        scheduling_strategy="SPREAD",
+        namespace=NAMESPACE,
+    )
+    actor_cls = ray.remote(ProducerActor)
+    handles = []
+    for wid in ids:
+        name = producer_name(run_id, wid)
+        opts: dict[str, Any] = dict(base_options, name=name)
+        if detached:
+            opts["lifetime"] = "detached"
+        handle = actor_cls.options(**opts).remote(cfg.to_dict(), run_id, wid, detached)
+        handle.run.remote()
+        registry.register_producer.remote(wid, name)
+        handles.append(handle)
+    log.info("started producers %s for run %s", ids, run_id)
+    return handles
+
+
+def stop_producers(run_id: str, count: int | None = None, timeout: float = 10.0) -> list[int]:
+    """Stop ``count`` producers of a run (the newest first; all if None); returns their ids."""
+    registry = attach_registry(run_id)
+    producers = ray.get(registry.producers.remote())
+    ids = sorted(producers, reverse=True)[: count if count is not None else len(producers)]
+    for wid in ids:
+        try:
+            handle = ray.get_actor(producers[wid], namespace=NAMESPACE)
+        except ValueError:
+            registry.unregister_producer.remote(wid)
+            continue
+        # A dead or stuck producer is killed below anyway.
+        with contextlib.suppress(Exception):
+            ray.get(handle.stop.remote(), timeout=timeout)
+        ray.kill(handle, no_restart=True)
+        ray.get(registry.unregister_producer.remote(wid))
+    return ids

@@ -1,0 +1,128 @@
+"""Extract every utterance's log-mel features once, in parallel over Ray, into the feature cache.
+
+Resumable (files already done or already rejected are skipped) and safe to
+kill (each entry is written under a temporary name and renamed into place).
+Producers use the cache as soon as it exists.
+
+Examples:
+    python -m workers.precompute --data ~/LibriSpeech/train-clean-100
+    python -m workers.precompute --data /corpora/vox1 --set features.dtype=float32
+    python -m workers.precompute --data /corpora/vox1 --address auto   # on a Ray cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from cluster.config import ConfigError, FeatureConfig, load_config
+from cluster.ray_session import init_ray
+from workers.audio import AudioError
+from workers.cache import FeatureStore, cache_dir_for, extract
+from workers.corpus import CorpusError, SpeakerDatabase, Utterance
+from workers.features import LogMel
+
+log = logging.getLogger(__name__)
+
+
+def extract_chunk(
+    root: str, layout: str, paths: list[str], store_root: str, features: dict[str, Any]
+) -> dict[str, int]:
+    """Extract ``paths`` (relative to ``root``) into the store; counts by outcome."""
+    cfg = FeatureConfig(**features)
+    db = SpeakerDatabase(
+        Path(root), layout, [Utterance(p, "?", 0.0, cfg.sample_rate) for p in paths]
+    )
+    store, logmel = FeatureStore(store_root), LogMel(cfg)
+    counts: dict[str, int] = {"done": 0}
+    for i, rel in enumerate(paths):
+        if store.status(rel):
+            counts["done"] += 1
+            continue
+        try:
+            store.save(rel, extract(db, i, cfg, logmel))
+            counts["done"] += 1
+        except AudioError as exc:
+            log.warning("skipping %s", exc)
+            store.reject(rel, exc.reason)
+            counts[exc.reason] = counts.get(exc.reason, 0) + 1
+    return counts
+
+
+def precompute(
+    db: SpeakerDatabase,
+    cfg: FeatureConfig,
+    cache_dir: str = "",
+    chunk: int = 32,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Fill the cache for ``db`` using the connected Ray cluster; returns outcome counts."""
+    store = FeatureStore(cache_dir_for(db, cfg, cache_dir))
+    todo = [u.path for u in db.utterances if store.status(u.path) is None]
+    totals = {"already": len(db.utterances) - len(todo), "done": 0}
+    if not todo:
+        return totals
+    task = ray.remote(num_cpus=1, max_retries=3)(extract_chunk)
+    pending = {
+        task.remote(
+            str(db.root), db.layout, todo[i : i + chunk], str(store.root), dataclasses.asdict(cfg)
+        ): len(todo[i : i + chunk])
+        for i in range(0, len(todo), chunk)
+    }
+    with tqdm(total=len(todo), unit="utt", desc="features", disable=not progress) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                bar.update(pending.pop(ref))
+                for k, v in ray.get(ref).items():
+                    totals[k] = totals.get(k, 0) + v
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m workers.precompute",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="corpus root (any supported layout)")
+    p.add_argument("--preset", default="demo", help="preset whose feature settings to use")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. features.dtype=float32",
+    )
+    p.add_argument("--cache-dir", default="", help="cache root (default ~/.cache/voice-embeddings)")
+    p.add_argument("--address", default=None, help="Ray address ('auto' to join a cluster)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray instance")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        cfg = load_config(a.preset, a.set)
+        db = SpeakerDatabase.scan(a.data, cfg.data.layout, cfg.data.min_seconds, a.cache_dir)
+    except (ConfigError, CorpusError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(db.summary(), file=sys.stderr)
+    init_ray(a.address, num_cpus=a.cpus)
+    t0 = time.time()
+    totals = precompute(db, cfg.features, a.cache_dir)
+    print(
+        f"features for {len(db.utterances)} utterances in "
+        f"{cache_dir_for(db, cfg.features, a.cache_dir)} ({time.time() - t0:.1f} s): {totals}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
