@@ -35,6 +35,7 @@ class Batch:
     created_at: float
     build_seconds: float
     spec: str  # FeatureConfig.fingerprint() of the producer
+    sampler_state: str = ""  # JSON: the producer's sampler state after this batch (for resume)
 
     @property
     def triplets(self) -> int:

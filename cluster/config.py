@@ -269,6 +269,14 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, data)
 
 
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """``cfg`` with ``section.key=value`` overrides applied and validated."""
+    data = cfg.to_dict()
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    return _build(RunConfig, data)
+
+
 def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
     """Copy of ``cfg`` with fields of some sections replaced, validated like overrides."""
     return _build(RunConfig, _merge(cfg.to_dict(), sections))

@@ -111,8 +111,17 @@ class RunRegistry:
     A plain class; :func:`create_registry` makes it a named actor.
     """
 
-    def __init__(self, run_id: str, config: dict[str, Any], run_dir: str) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        run_dir: str,
+        sampler_states: dict[str, str] | None = None,
+        redis_url: str = "",
+    ) -> None:
         self.run_id = run_id
+        self.redis_url = redis_url  # kept in memory only: it may hold a password
+        self._sampler_states = dict(sampler_states or {})
         self.config = config
         self.run_dir = run_dir
         self.created_at = time.time()
@@ -132,6 +141,10 @@ class RunRegistry:
         self._next_worker += n
         return ids
 
+    def take_sampler_state(self, worker_id: int) -> str | None:
+        """A resumed run's saved sampler state for this worker id, handed out once."""
+        return self._sampler_states.pop(str(worker_id), None)
+
     def register_producer(self, worker_id: int, actor_name: str) -> None:
         self._producers[worker_id] = actor_name
 
@@ -142,11 +155,17 @@ class RunRegistry:
         return dict(self._producers)
 
 
-def create_registry(run_id: str, config: dict[str, Any], run_dir: str) -> Any:
+def create_registry(
+    run_id: str,
+    config: dict[str, Any],
+    run_dir: str,
+    sampler_states: dict[str, str] | None = None,
+    redis_url: str = "",
+) -> Any:
     return (
         ray.remote(RunRegistry)
         .options(name=registry_name(run_id), namespace=NAMESPACE, num_cpus=0)
-        .remote(run_id, config, run_dir)
+        .remote(run_id, config, run_dir, sampler_states, redis_url)
     )
 
 
@@ -181,6 +200,21 @@ class BatchStream(Iterator[Batch]):
         self.stats = StreamStats()
         self._pending: deque = deque()
         self._stopped = False
+        self._depth_ref = None
+        self._depth = 0
+
+    def depth(self) -> int:
+        """Batches waiting in the queue, refreshed in the background (never blocks)."""
+        if self._depth_ref is not None:
+            ready, _ = ray.wait([self._depth_ref], timeout=0)
+            if not ready:
+                return self._depth
+            try:
+                self._depth = ray.get(self._depth_ref)
+            except ray.exceptions.RayError:
+                pass
+        self._depth_ref = self.queue.actor.qsize.remote()
+        return self._depth
 
     def stop(self) -> None:
         self._stopped = True

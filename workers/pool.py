@@ -7,6 +7,7 @@ stop_producers(run_id, count=1)                          # the newest ones go fi
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -32,13 +33,22 @@ class ProducerActor(BatchProducer):
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         cfg = config_from_dict(config)
         self.run_id, self.detached = run_id, detached
+        registry = attach_registry(run_id)
         super().__init__(
             cfg,
             worker_id,
             attach_queue(run_id),
             wrap=Envelope.wrap,
-            metrics=_metrics_writer(cfg, run_id, f"producer-{worker_id}"),
+            metrics=_metrics_writer(
+                cfg,
+                ray.get(registry.info.remote()).get("redis_url"),
+                run_id,
+                f"producer-{worker_id}",
+            ),
         )
+        saved = ray.get(registry.take_sampler_state.remote(worker_id))
+        if saved:  # a resumed run: continue this worker's stream where the learner left it
+            self.sampler.set_state(json.loads(saved))
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
         stats = super().run(max_batches)
@@ -47,12 +57,10 @@ class ProducerActor(BatchProducer):
         return stats
 
 
-def _metrics_writer(cfg: RunConfig, run_id: str, source: str) -> Any:
-    try:
-        from cluster.metrics import MetricsWriter
-    except ImportError:  # metrics are optional for a producer
-        return None
-    return MetricsWriter.from_config(cfg.metrics, run_id, source)
+def _metrics_writer(cfg: RunConfig, url: str | None, run_id: str, source: str) -> Any:
+    from cluster.metrics import MetricsWriter
+
+    return MetricsWriter.from_config(cfg.metrics, run_id, source, url=url)
 
 
 def start_producers(

@@ -22,6 +22,7 @@ or stalls a producer.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import time
 from typing import Any
@@ -153,6 +154,7 @@ class BatchBuilder:
                 time.time(),
                 time.perf_counter() - t0,
                 self.spec,
+                json.dumps(self.sampler.state()),
             )
             self.seq += 1
             return batch

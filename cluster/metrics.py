@@ -1,0 +1,237 @@
+"""Metric names and the one writer every process uses to send them to Redis.
+
+Schema (also in docs/metrics.md); ``{run}`` is the run id:
+
+=========================  ======  ===========================================================
+key                        type    content
+=========================  ======  ===========================================================
+``ve:runs``                zset    run ids scored by start time
+``ve:run:{run}:meta``      hash    config (JSON), started_at, status, updated_at, dropped, ...
+``ve:run:{run}:train``     stream  one entry per step: TRAIN_FIELDS
+``ve:run:{run}:eval``      stream  one entry per evaluation: EVAL_FIELDS
+``ve:run:{run}:producers`` stream  one entry per batch built: PRODUCER_FIELDS
+``ve:run:{run}:events``    stream  ``kind`` + ``data`` (JSON): checkpoint, collapse, scale, ...
+=========================  ======  ===========================================================
+
+Values are numbers (as Redis strings) or JSON, never pickles. Streams are
+capped (``MAXLEN ~ stream_maxlen``). Writes are non-blocking: calls append to a
+bounded in-memory buffer that a background thread sends in pipelined batches;
+if Redis is unreachable the writer warns once, keeps buffering, and sends the
+buffer when Redis is back. Entries pushed out of a full buffer are counted in
+``meta.dropped``, not silently lost.
+
+    writer = MetricsWriter(url, run_id, source="learner")
+    writer.train({"step": 1, "loss": 0.1, ...})
+    writer.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+RUNS = "ve:runs"
+TRAIN_FIELDS = (
+    "step",
+    "loss",
+    "cos_ap",
+    "cos_an",
+    "active",
+    "lr",
+    "step_s",
+    "wait_s",
+    "build_s",
+    "queue_depth",
+)
+EVAL_FIELDS = ("step", "eer", "threshold", "min_dcf_01", "min_dcf_05", "trials", "eval_s")
+PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
+EVENT_KINDS = ("checkpoint", "collapse", "start", "stop", "scale", "error")
+STATUSES = ("starting", "running", "finished", "interrupted", "failed")
+
+
+def meta_key(run: str) -> str:
+    return f"ve:run:{run}:meta"
+
+
+def train_key(run: str) -> str:
+    return f"ve:run:{run}:train"
+
+
+def eval_key(run: str) -> str:
+    return f"ve:run:{run}:eval"
+
+
+def producers_key(run: str) -> str:
+    return f"ve:run:{run}:producers"
+
+
+def events_key(run: str) -> str:
+    return f"ve:run:{run}:events"
+
+
+def connect(url: str, timeout: float = 2.0) -> redis.Redis:
+    """A client that fails fast (training must never hang on metrics)."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+    )
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return json.dumps(value)
+
+
+class MetricsWriter:
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        source: str = "",
+        maxlen: int = 100_000,
+        buffer: int = 10_000,
+        flush_interval: float = 0.5,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.url, self.run_id, self.source = url, run_id, source
+        self.maxlen, self.flush_interval = maxlen, flush_interval
+        self._client = client
+        self._buf: deque[tuple[int, str, dict[str, str]]] = deque()  # (seq, key, fields)
+        self._seq = 0
+        self._bound = buffer
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self._reported_drops = 0
+        self.sent = 0
+        self.connected = True
+        self._warned = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="metrics-writer", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(
+        cls, cfg, run_id: str, source: str, url: str | None = None
+    ) -> MetricsWriter | None:
+        url = url or cfg.redis_url
+        if not url:
+            return None
+        return cls(url, run_id, source, cfg.stream_maxlen, cfg.buffer)
+
+    # -- producers of metrics (non-blocking) -------------------------------------------------
+    def _push(self, key: str, fields: dict[str, Any]) -> None:
+        fields = {k: _num(v) for k, v in fields.items() if v is not None}
+        with self._lock:
+            self._seq += 1
+            entry = (self._seq, key, fields)
+            if len(self._buf) >= self._bound:
+                self._buf.popleft()
+                self.dropped += 1
+            self._buf.append(entry)
+
+    def train(self, record: dict[str, Any]) -> None:
+        self._push(train_key(self.run_id), {k: record.get(k) for k in TRAIN_FIELDS})
+
+    def eval(self, step: int, result: dict[str, Any]) -> None:
+        self._push(eval_key(self.run_id), {**{k: result.get(k) for k in EVAL_FIELDS}, "step": step})
+
+    def producer(self, worker: int, build_s: float, built: int, batches_per_s: float) -> None:
+        self._push(
+            producers_key(self.run_id),
+            {"worker": worker, "build_s": build_s, "built": built, "batches_per_s": batches_per_s},
+        )
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        self._push(
+            events_key(self.run_id),
+            {"kind": kind, "source": self.source, "time": time.time(), "data": json.dumps(data)},
+        )
+
+    def meta(self, **fields: Any) -> None:
+        """Set run metadata now (used at start and end of a run; blocking, best effort)."""
+        mapping = {k: _num(v) for k, v in fields.items()}
+        mapping["updated_at"] = _num(time.time())
+        try:
+            client = self._connect()
+            pipe = client.pipeline()
+            pipe.hset(meta_key(self.run_id), mapping=mapping)
+            if "started_at" in fields:
+                pipe.zadd(RUNS, {self.run_id: float(fields["started_at"])})
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._unreachable(exc)
+
+    # -- sending -----------------------------------------------------------------------------
+    def _connect(self) -> redis.Redis:
+        if self._client is None:
+            self._client = connect(self.url)
+        return self._client
+
+    def _unreachable(self, exc: Exception) -> None:
+        self.connected = False
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "metrics: Redis at %s is unreachable (%s); training goes on and metrics "
+                "are buffered (up to %d entries) until it is back",
+                self.url.split("@")[-1],
+                exc,
+                self._bound,
+            )
+
+    def flush(self) -> bool:
+        """Send what is buffered; True when the buffer was emptied."""
+        with self._lock:
+            batch = list(self._buf)
+        if not batch and self.dropped == self._reported_drops:
+            return True
+        try:
+            client = self._connect()
+            pipe = client.pipeline(transaction=False)
+            for _, key, fields in batch:
+                pipe.xadd(key, fields, maxlen=self.maxlen, approximate=True)
+            if self.dropped != self._reported_drops:
+                pipe.hset(meta_key(self.run_id), "dropped", self.dropped)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._unreachable(exc)
+            return False
+        with self._lock:
+            # New entries may have arrived (and old ones been dropped) while we sent.
+            last = batch[-1][0] if batch else 0
+            while self._buf and self._buf[0][0] <= last:
+                self._buf.popleft()
+            self._reported_drops = self.dropped
+        self.sent += len(batch)
+        if not self.connected:
+            log.info("metrics: Redis is back; sent %d buffered entries", len(batch))
+            self.connected, self._warned = True, False
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self.flush()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is left (within ``timeout``) and stop the background thread."""
+        deadline = time.time() + timeout
+        while self._buf and time.time() < deadline and not self.flush():
+            time.sleep(0.2)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2)

@@ -1,0 +1,148 @@
+"""The Dash app: a run selector, six live charts and a summary line, refreshed every 2 s."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from dash import Dash, Input, Output, State, dcc, html
+
+from dashboard import figures as F
+from dashboard.store import RunSeries, StoreUnavailable
+
+log = logging.getLogger(__name__)
+REFRESH_MS = 2000
+
+
+class Dashboard:
+    """Holds the source and the series read so far; ``app`` is the Dash application."""
+
+    def __init__(self, source, refresh_ms: int = REFRESH_MS) -> None:
+        self.source = source
+        self.series: dict[str, RunSeries] = {}
+        self.lock = threading.Lock()
+        self.app = build_app(self, refresh_ms)
+
+    def run_options(self) -> tuple[list[dict], str]:
+        """Dropdown options (newest first) and a message ('' when fine)."""
+        try:
+            runs = self.source.runs()
+        except StoreUnavailable as exc:
+            return [], f"{exc}. Is the server running? (--redis URL or REDIS_URL)"
+        if not runs:
+            return [], f"No runs yet in {self.source.describe()}. Start one with: python -m learner"
+        return [
+            {"label": f"{r['id']} · {r.get('status', '?')}", "value": r["id"]} for r in runs
+        ], ""
+
+    def refresh(self, run_id: str) -> RunSeries:
+        with self.lock:  # Dash may call back concurrently; reads of one run are serial
+            series = self.series.setdefault(run_id, RunSeries(run_id))
+            series.refresh(self.source.client_for(run_id))
+            return series
+
+
+def build_app(board: Dashboard, refresh_ms: int) -> Dash:
+    app = Dash(__name__, title="voice-embeddings", update_title=None)
+    graph = dict(config={"displaylogo": False}, style={"height": "300px"})
+    app.layout = html.Div(
+        style={"fontFamily": "system-ui, sans-serif", "margin": "12px"},
+        children=[
+            html.Div(
+                style={"display": "flex", "gap": "16px", "alignItems": "center"},
+                children=[
+                    html.H3("voice-embeddings", style={"margin": "0"}),
+                    dcc.Dropdown(
+                        id="run",
+                        placeholder="select a run",
+                        style={"width": "420px"},
+                        clearable=False,
+                    ),
+                    dcc.Checklist(
+                        id="log-scale",
+                        options=[{"label": " log-scale loss", "value": "log"}],
+                        value=[],
+                    ),
+                ],
+            ),
+            html.Div(id="message", style={"color": "#b30000", "margin": "8px 0"}),
+            html.Div(id="summary", style={"fontWeight": "600", "margin": "8px 0"}),
+            html.Div(
+                style={"display": "grid", "gridTemplateColumns": "1fr 1fr", "gap": "8px"},
+                children=[
+                    dcc.Graph(id=i, **graph)
+                    for i in (
+                        "loss-graph",
+                        "similarity-graph",
+                        "eer-graph",
+                        "timing-graph",
+                        "producers-graph",
+                    )
+                ],
+            ),
+            dcc.Interval(id="tick", interval=refresh_ms),
+        ],
+    )
+
+    @app.callback(
+        Output("run", "options"),
+        Output("run", "value"),
+        Output("message", "children"),
+        Input("tick", "n_intervals"),
+        State("run", "value"),
+    )
+    def update_runs(_, current):
+        options, message = board.run_options()
+        values = [o["value"] for o in options]
+        value = current if current in values else (values[0] if values else None)
+        return options, value, message
+
+    @app.callback(
+        Output("summary", "children"),
+        Output("loss-graph", "figure"),
+        Output("similarity-graph", "figure"),
+        Output("eer-graph", "figure"),
+        Output("timing-graph", "figure"),
+        Output("producers-graph", "figure"),
+        Output("message", "children", allow_duplicate=True),
+        Input("tick", "n_intervals"),
+        Input("run", "value"),
+        Input("log-scale", "value"),
+        prevent_initial_call=True,
+    )
+    def update_charts(_, run_id, log_scale):
+        empty = [F._fig("")] * 5
+        if not run_id:
+            return "", *empty, ""
+        t0 = time.perf_counter()
+        try:
+            s = board.refresh(run_id)
+        except StoreUnavailable as exc:
+            return "", *empty, f"{exc}. Is the server running? (--redis URL or REDIS_URL)"
+        try:
+            margin = _margin(s)
+            out = (
+                F.summary_line(s),
+                F.loss_figure(s, "log" in (log_scale or [])),
+                F.similarity_figure(s, margin),
+                F.eer_figure(s),
+                F.timing_figure(s),
+                F.producers_figure(s),
+                "",
+            )
+        except Exception as exc:  # noqa: BLE001 - a message on the page, the traceback in the log
+            log.exception("drawing run %s failed", run_id)
+            return "", *empty, f"Cannot draw run {run_id}: {exc}"
+        log.debug("refresh of %s took %.3f s", run_id, time.perf_counter() - t0)
+        return out
+
+    return app
+
+
+def _margin(s: RunSeries) -> float:
+    try:
+        return float(json.loads(s.meta.get("config", "{}"))["learner"]["margin"])
+    except (ValueError, KeyError, TypeError):
+        return 0.1

@@ -1,0 +1,214 @@
+"""Reading metrics from Redis for the dashboard: which runs exist, and their series, incrementally.
+
+Two ways to find runs:
+
+- ``UrlSource``: one Redis server (``REDIS_URL`` / ``--redis``), runs listed in ``ve:runs``;
+- ``RunsDirSource``: a ``runs/`` folder; each run keeps an embedded store under
+  ``runs/<id>/redis``, whose server is started on the persisted data when none runs.
+
+``RunSeries`` keeps what it has read of one run and asks Redis only for stream
+entries after the last id it saw, so a refresh costs the new points, not the
+whole history. ``downsample`` keeps long series drawable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from cluster import metrics as M
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 20_000
+
+
+class StoreUnavailable(RuntimeError):
+    """Redis cannot be reached; the message says where."""
+
+
+def _safe(url: str) -> str:
+    return url.split("@")[-1]
+
+
+class UrlSource:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = M.connect(url)
+
+    def describe(self) -> str:
+        return f"Redis at {_safe(self.url)}"
+
+    def runs(self) -> list[dict[str, Any]]:
+        try:
+            ids = self.client.zrevrange(M.RUNS, 0, 199)
+            pipe = self.client.pipeline()
+            for rid in ids:
+                pipe.hgetall(M.meta_key(rid))
+            metas = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {_safe(self.url)}: {exc}") from None
+        return [{"id": rid, **meta} for rid, meta in zip(ids, metas, strict=True)]
+
+    def client_for(self, run_id: str) -> redis.Redis:
+        return self.client
+
+
+class RunsDirSource:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._servers: dict[str, Any] = {}
+        self._clients: dict[str, redis.Redis] = {}
+
+    def describe(self) -> str:
+        return f"run directories under {self.root.resolve()}"
+
+    def runs(self) -> list[dict[str, Any]]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir(), key=lambda p: p.name, reverse=True):
+            if not (d / "config.yaml").exists():
+                continue
+            meta: dict[str, Any] = {
+                "id": d.name,
+                "status": "stored",
+                "started_at": str(d.stat().st_mtime),
+            }
+            client = self._clients.get(d.name)
+            if client is not None:
+                try:
+                    meta.update(client.hgetall(M.meta_key(d.name)))
+                except redis.RedisError:
+                    pass
+            out.append(meta)
+        return out
+
+    def client_for(self, run_id: str) -> redis.Redis:
+        if run_id not in self._clients:
+            from cluster.redis_server import EmbeddedRedis
+
+            server = EmbeddedRedis(self.root / run_id / "redis")
+            try:
+                url = server.ensure()
+            except (RuntimeError, OSError) as exc:
+                raise StoreUnavailable(f"cannot start the store of run {run_id}: {exc}") from None
+            self._servers[run_id] = server
+            self._clients[run_id] = M.connect(url)
+        return self._clients[run_id]
+
+
+@dataclass
+class Stream:
+    key: str
+    last_id: str = "0-0"
+    columns: dict[str, list[float]] = field(default_factory=dict)
+    rows: list[dict[str, str]] = field(default_factory=list)  # for non-numeric streams
+    keep_rows: bool = False
+    n: int = 0
+
+    def read(self, client: redis.Redis) -> int:
+        """Append entries newer than ``last_id``; returns how many arrived."""
+        got = 0
+        while True:
+            entries = client.xrange(self.key, min=f"({self.last_id}", max="+", count=READ_CHUNK)
+            for _, fields in entries:
+                if self.keep_rows:
+                    self.rows.append(fields)
+                    continue
+                for k in fields.keys() - self.columns.keys():  # a new field: NaN before it
+                    self.columns[k] = [float("nan")] * self.n
+                for k, col in self.columns.items():
+                    col.append(_float(fields[k]) if k in fields else float("nan"))
+                self.n += 1
+            if entries:
+                self.last_id = entries[-1][0]
+                got += len(entries)
+            if len(entries) < READ_CHUNK:
+                return got
+
+    def array(self, name: str) -> np.ndarray:
+        return np.asarray(self.columns.get(name, []), dtype=np.float64)
+
+
+def _float(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return float("nan")
+
+
+class RunSeries:
+    """Everything read so far of one run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.train = Stream(M.train_key(run_id))
+        self.eval = Stream(M.eval_key(run_id))
+        self.producers = Stream(M.producers_key(run_id))
+        self.events = Stream(M.events_key(run_id), keep_rows=True)
+        self.meta: dict[str, str] = {}
+        self.read_at = 0.0
+
+    def refresh(self, client: redis.Redis) -> int:
+        try:
+            n = sum(s.read(client) for s in (self.train, self.eval, self.producers, self.events))
+            self.meta = client.hgetall(M.meta_key(self.run_id))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"cannot read run {self.run_id}: {exc}") from None
+        self.read_at = time.time()
+        return n
+
+    def steps(self) -> int:
+        return self.train.n
+
+    def checkpoints(self) -> list[int]:
+        out = []
+        for row in self.events.rows:
+            if row.get("kind") == "checkpoint":
+                try:
+                    out.append(int(json.loads(row.get("data", "{}"))["step"]))
+                except (ValueError, KeyError):
+                    pass
+        return out
+
+
+def downsample(n: int, max_points: int = 2000) -> np.ndarray:
+    """Indices to draw for a series of ``n`` points: all when few, else per bucket the
+    first point plus the extremes are kept by the caller (see ``minmax``)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).astype(np.int64))
+
+
+def minmax(y: np.ndarray, max_points: int = 2000) -> np.ndarray:
+    """Indices keeping each bucket's min and max, so spikes survive downsampling."""
+    n = len(y)
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max_points // 2
+    size = -(-n // buckets)
+    pad = buckets * size - n
+    yy = np.concatenate([y, np.full(pad, np.nan)]).reshape(buckets, size)
+    filled = np.where(np.isnan(yy), np.inf, yy)
+    lo = np.argmin(filled, axis=1) + np.arange(buckets) * size
+    hi = np.argmax(np.where(np.isnan(yy), -np.inf, yy), axis=1) + np.arange(buckets) * size
+    idx = np.unique(np.concatenate([lo, hi]))
+    return idx[idx < n]
+
+
+def moving_average(y: np.ndarray, window: int = 50) -> np.ndarray:
+    if len(y) == 0:
+        return y
+    c = np.cumsum(np.insert(np.nan_to_num(y), 0, 0.0))
+    out = np.empty(len(y))
+    idx = np.arange(1, len(y) + 1)
+    lo = np.maximum(0, idx - window)
+    out[:] = (c[idx] - c[lo]) / (idx - lo)
+    return out

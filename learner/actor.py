@@ -1,0 +1,93 @@
+"""The learner as a Ray actor: builds its collaborators, then trains from the run's queue.
+
+``LearnerActor`` is a plain class; the driver applies ``ray.remote`` with the
+resources it needs (one GPU when the cluster has one).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from cluster.config import config_from_dict
+from cluster.metrics import MetricsWriter
+from cluster.queue import BatchStream, attach_queue
+from learner.checkpoint import resolve
+from learner.evaluation import HeldOutEval
+from learner.learner import Learner
+from learner.train_step import resolve_device, use_mixed_precision
+from workers.cache import FeatureSource, FeatureStore, cache_dir_for
+from workers.producer import open_database
+
+log = logging.getLogger(__name__)
+
+
+def build_learner(
+    cfg, run_dir: str | Path | None, device: str = "auto", metrics: Any = None
+) -> Learner:
+    """A Learner with the held-out evaluation of the run's corpus."""
+    device = resolve_device(device)
+    db, _, held = open_database(cfg)
+    evaluator = None
+    if held:
+        sub = db.subset(held)
+        store = FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
+        source = FeatureSource(sub, cfg.features, store, write_cache=True)
+        evaluator = HeldOutEval(
+            sub, source, cfg.sampler.frames, cfg.learner.eval_trials, seed=cfg.learner.seed
+        )
+    mixed = use_mixed_precision(cfg.learner, device)
+    log.info(
+        "learner on %s%s; %d held-out speakers",
+        device,
+        " with mixed precision" if mixed else "",
+        len(held),
+    )
+    return Learner(cfg, run_dir, evaluator, metrics, device, mixed)
+
+
+class LearnerActor:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        run_dir: str,
+        run_id: str,
+        device: str = "auto",
+        resume: str | None = None,
+        redis_url: str = "",
+    ) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self.cfg = config_from_dict(config)
+        self.metrics = MetricsWriter.from_config(self.cfg.metrics, run_id, "learner", redis_url)
+        self.learner = build_learner(self.cfg, run_dir, device, self.metrics)
+        if resume:
+            self.learner.restore(resolve(resume))
+        self.stream = BatchStream(attach_queue(run_id), self.cfg.learner.prefetch)
+        self.learner.queue_depth = self.stream.depth
+
+    def train(self, steps: int) -> dict[str, Any]:
+        summary = self.learner.fit(self.stream, steps)
+        summary["stream"] = {
+            "batches": self.stream.stats.batches,
+            "lost": self.stream.stats.lost,
+            "per_worker": self.stream.stats.per_worker,
+        }
+        return summary
+
+    def evaluate(self) -> dict[str, float]:
+        return self.learner.evaluate()
+
+    def save(self, reason: str = "exit") -> str | None:
+        ckpt = self.learner.save(reason)
+        if reason == "exit" and self.metrics is not None:
+            self.metrics.close()  # the run ends after this: send what is buffered
+        return str(ckpt.path) if ckpt else None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "device": self.learner.device,
+            "mixed_precision": self.learner.mixed,
+            "step": self.learner.step,
+            "params": int(self.learner.model.count_params()),
+        }

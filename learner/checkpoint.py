@@ -1,0 +1,207 @@
+"""Checkpoints: atomic, versioned, framework-neutral, with retention.
+
+A checkpoint is a folder ``checkpoints/ckpt-<step:08d>/`` holding
+
+- ``weights.npz``: every model variable, keyed by its Keras path;
+- ``optimizer.npz``: every optimizer variable, keyed by its path;
+- ``state.json``: format version, step, config, feature spec, producer sampler
+  states, evaluation results, EER threshold.
+
+It is written into ``.tmp-*`` beside it, each file fsynced, then renamed into
+place in one ``os.rename``: a process killed at any moment leaves either the
+whole checkpoint or none (a stale ``.tmp-*`` is ignored and cleaned up). Arrays
+are stored by variable path in plain ``.npz`` (no pickle), so a checkpoint
+loads across TensorFlow/Keras versions and backends; a checkpoint of another
+feature configuration or model shape is refused with a clear message.
+
+Retention keeps the newest ``keep`` checkpoints plus the best by EER
+(recorded in ``checkpoints/best.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{8})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or of another configuration."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+
+    @property
+    def step(self) -> int:
+        return int(_NAME.match(self.path.name).group(1))
+
+    def state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.path / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{self.path}: unreadable state.json ({exc})") from None
+        if state.get("format") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{self.path}: checkpoint format {state.get('format')!r}, "
+                f"this version reads {FORMAT_VERSION}"
+            )
+        return state
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        try:
+            with np.load(self.path / f"{name}.npz", allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{self.path}: unreadable {name}.npz ({exc})") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def variables_to_arrays(variables) -> dict[str, np.ndarray]:
+    """``{"<index>/<path>": value}``; the index keeps variables with equal paths apart."""
+    return {f"{i:04d}/{v.path}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+
+
+def assign_arrays(variables, arrays: dict[str, np.ndarray], what: str) -> None:
+    by_path = {k.split("/", 1)[1]: a for k, a in arrays.items()}
+    if len(by_path) != len(arrays) or len(arrays) != len(variables):
+        by_path = {}  # ambiguous paths: fall back to order below
+    ordered = [arrays[k] for k in sorted(arrays)]
+    if len(ordered) != len(variables):
+        raise CheckpointError(
+            f"{what}: checkpoint has {len(ordered)} variables, "
+            f"the model has {len(variables)} (another model config?)"
+        )
+    for i, v in enumerate(variables):
+        value = by_path.get(v.path, ordered[i])
+        if tuple(value.shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{what}: {v.path} has shape {value.shape} in the checkpoint, "
+                f"{tuple(v.shape)} in the model (another model config?)"
+            )
+        v.assign(value)
+
+
+class CheckpointManager:
+    def __init__(self, directory: str | Path, keep: int = 3) -> None:
+        self.dir = Path(directory)
+        self.keep = max(1, keep)
+
+    def all(self) -> list[Checkpoint]:
+        if not self.dir.is_dir():
+            return []
+        found = [Checkpoint(p) for p in self.dir.iterdir() if _NAME.match(p.name) and p.is_dir()]
+        return sorted(found, key=lambda c: c.step)
+
+    def latest(self) -> Checkpoint | None:
+        found = self.all()
+        return found[-1] if found else None
+
+    def best(self) -> Checkpoint | None:
+        try:
+            name = json.loads((self.dir / "best.json").read_text())["checkpoint"]
+        except (OSError, ValueError, KeyError):
+            return None
+        path = self.dir / name
+        return Checkpoint(path) if path.is_dir() else None
+
+    def save(
+        self,
+        step: int,
+        weights: dict[str, np.ndarray],
+        optimizer: dict[str, np.ndarray],
+        state: dict[str, Any],
+        best: bool = False,
+    ) -> Checkpoint:
+        final = self.dir / f"ckpt-{step:08d}"
+        tmp = self.dir / f".tmp-{final.name}-{os.getpid()}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _save_npz(tmp / "weights.npz", weights)
+        _save_npz(tmp / "optimizer.npz", optimizer)
+        meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.time(), **state}
+        with open(tmp / "state.json", "w") as fh:
+            json.dump(meta, fh, indent=1, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # the same step saved again (e.g. at exit right after a periodic save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(self.dir)
+        ckpt = Checkpoint(final)
+        if best:
+            pointer = self.dir / ".best.json.tmp"
+            pointer.write_text(json.dumps({"checkpoint": final.name, "step": step}))
+            os.replace(pointer, self.dir / "best.json")
+        self._retain()
+        return ckpt
+
+    def _retain(self) -> None:
+        for stale in self.dir.glob(".tmp-*"):
+            if not stale.name.endswith(f"-{os.getpid()}"):
+                shutil.rmtree(stale, ignore_errors=True)
+        keep = {c.path for c in self.all()[-self.keep :]}
+        best = self.best()
+        if best is not None:
+            keep.add(best.path)
+        for ckpt in self.all():
+            if ckpt.path not in keep:
+                shutil.rmtree(ckpt.path, ignore_errors=True)
+
+    def size_bytes(self, ckpt: Checkpoint) -> int:
+        return sum(f.stat().st_size for f in ckpt.path.iterdir())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def resolve(path: str | Path) -> Checkpoint:
+    """A checkpoint folder, a ``checkpoints/`` folder or a run folder -> a checkpoint.
+
+    For a folder of checkpoints the best one is taken, else the latest.
+    """
+    p = Path(path)
+    if _NAME.match(p.name) and p.is_dir():
+        return Checkpoint(p)
+    for directory in (p / "checkpoints", p):
+        if directory.is_dir():
+            mgr = CheckpointManager(directory)
+            found = mgr.best() or mgr.latest()
+            if found is not None:
+                return found
+    raise CheckpointError(f"no checkpoint at {p}")

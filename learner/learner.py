@@ -1,0 +1,270 @@
+"""The learner: consumes an iterator of batches, trains, evaluates, checkpoints.
+
+It never touches plumbing: tests hand it a list of batches, the learner actor
+hands it the run's ``BatchStream``. Per step it records the time spent waiting
+for data, the train-step time and the producer's build time, so whether the
+device or the data is the bottleneck is visible at once.
+
+    learner = Learner(cfg, run_dir=Path("runs/x"), evaluator=held_out)
+    summary = learner.fit(batches, steps=100)
+    learner.save("exit")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster.batch import Batch
+from cluster.config import RunConfig
+from learner.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    assign_arrays,
+    variables_to_arrays,
+)
+from learner.evaluation import HeldOutEval
+from learner.train_step import TrainStep, configure
+
+log = logging.getLogger(__name__)
+
+COLLAPSE_SPREAD = 1e-3  # 1 - mean pairwise cosine of anchors below this: all embeddings alike
+COLLAPSE_STEPS = 20
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the weights in memory are no longer usable."""
+
+
+class Learner:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path | None = None,
+        evaluator: HeldOutEval | None = None,
+        metrics: Any = None,
+        device: str = "cpu",
+        mixed: bool = False,
+        queue_depth: Any = None,
+    ) -> None:
+        configure(device, mixed)
+        self.cfg, self.evaluator, self.metrics = cfg, evaluator, metrics
+        self.device, self.mixed = device, mixed
+        self.queue_depth = queue_depth  # callable -> int, or None
+        self.train_step = TrainStep(cfg, mixed)
+        self.model = self.train_step.model
+        self.spec = cfg.features.fingerprint()
+        self.checkpoints = (
+            CheckpointManager(Path(run_dir) / "checkpoints", cfg.learner.keep_checkpoints)
+            if run_dir is not None
+            else None
+        )
+        self.best_eer = math.inf
+        self.threshold: float | None = None
+        self.last_eval: dict[str, float] = {}
+        self.sampler_states: dict[str, str] = {}
+        self.diverged = False
+        self.collapsed = False
+        self._low_spread = 0
+        self.totals = {"wait": 0.0, "step": 0.0, "build": 0.0, "steps": 0}
+        self.recent: deque[dict[str, float]] = deque(maxlen=200)
+
+    @property
+    def step(self) -> int:
+        return self.train_step.step
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, batches: Iterable[Batch], steps: int | None = None) -> dict[str, Any]:
+        """Train on ``batches`` for ``steps`` steps (or until they run out or
+        ``learner.max_steps`` is reached), evaluating and checkpointing on schedule."""
+        it: Iterator[Batch] = iter(batches)
+        goal = (
+            self.cfg.learner.max_steps
+            if steps is None
+            else min(self.step + steps, self.cfg.learner.max_steps)
+        )
+        lc = self.cfg.learner
+        while self.step < goal:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            waited = time.perf_counter() - t0
+            record = self.train_batch(batch, waited)
+            if lc.eval_every and self.step % lc.eval_every == 0 and self.evaluator is not None:
+                record.update(self.evaluate())
+            if lc.checkpoint_every and self.step % lc.checkpoint_every == 0:
+                self.save("periodic")
+        return self.summary()
+
+    def train_batch(self, batch: Batch, waited: float = 0.0) -> dict[str, float]:
+        s = self.cfg.sampler
+        batch.validate(
+            spec=self.spec, triplets=s.triplets, frames=s.frames, n_mels=self.cfg.features.n_mels
+        )
+        t0 = time.perf_counter()
+        out = self.train_step(batch.features, batch.speakers)
+        took = time.perf_counter() - t0
+        if not math.isfinite(out["loss"]):
+            self.diverged = True
+            last = self.checkpoints.latest() if self.checkpoints else None
+            raise TrainingDiverged(
+                f"loss is {out['loss']} at step {self.step}: training stopped. The last good "
+                f"checkpoint is {last.path if last else 'none (none was written yet)'}; "
+                f"resume from it with a lower learning rate (--set learner.lr=...)"
+            )
+        self._check_collapse(out["spread"])
+        if batch.sampler_state:
+            self.sampler_states[str(batch.worker_id)] = batch.sampler_state
+        record = {
+            "step": self.step,
+            **out,
+            "wait_s": waited,
+            "step_s": took,
+            "build_s": batch.build_seconds,
+            "lr": self.cfg.learner.lr,
+            "worker": batch.worker_id,
+            "queue_depth": self.queue_depth() if self.queue_depth else None,
+        }
+        self.totals["wait"] += waited
+        self.totals["step"] += took
+        self.totals["build"] += batch.build_seconds
+        self.totals["steps"] += 1
+        self.recent.append(record)
+        if self.metrics is not None:
+            self.metrics.train(record)
+        return record
+
+    def _check_collapse(self, spread: float) -> None:
+        self._low_spread = self._low_spread + 1 if spread < COLLAPSE_SPREAD else 0
+        if self._low_spread >= COLLAPSE_STEPS and not self.collapsed:
+            self.collapsed = True
+            log.warning(
+                "embeddings have collapsed: for %d steps every anchor embedding is the "
+                "same (mean pairwise cosine > %.3f). Lower the learning rate or use "
+                "learner.mining=semihard.",
+                COLLAPSE_STEPS,
+                1 - COLLAPSE_SPREAD,
+            )
+            if self.metrics is not None:
+                self.metrics.event("collapse", {"step": self.step})
+        elif self._low_spread == 0:
+            self.collapsed = False
+
+    # -- evaluation -------------------------------------------------------------------------
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        return self.train_step.embed(features)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.evaluator is None:
+            return {}
+        t0 = time.perf_counter()
+        result = self.evaluator(self.embed).as_dict()
+        result["eval_s"] = time.perf_counter() - t0
+        self.last_eval = {"step": self.step, **result}
+        is_best = result["eer"] < self.best_eer
+        if is_best:
+            self.best_eer, self.threshold = result["eer"], result["threshold"]
+        log.info(
+            "step %d: held-out EER %.2f%% (best %.2f%%), minDCF(0.01) %.3f",
+            self.step,
+            100 * result["eer"],
+            100 * self.best_eer,
+            result["min_dcf_01"],
+        )
+        if self.metrics is not None:
+            self.metrics.eval(self.step, result)
+        if is_best and self.checkpoints is not None and self.step > 0:
+            self.save("best", best=True)
+        return result
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "feature_spec": self.spec,
+            "model": {
+                "n_mels": self.cfg.features.n_mels,
+                "frames": self.cfg.sampler.frames,
+                **self.cfg.model.__dict__,
+            },
+            "sampler_states": self.sampler_states,
+            "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
+            "threshold": self.threshold,
+            "last_eval": self.last_eval,
+            "totals": self.totals,
+        }
+
+    def save(self, reason: str = "periodic", best: bool = False) -> Checkpoint | None:
+        if self.checkpoints is None:
+            return None
+        if self.diverged:
+            log.warning("not saving a checkpoint after the loss diverged")
+            return None
+        ckpt = self.checkpoints.save(
+            self.step,
+            variables_to_arrays(self.model.variables),
+            variables_to_arrays(self.train_step.optimizer.variables),
+            {**self.state(), "reason": reason},
+            best=best,
+        )
+        size = self.checkpoints.size_bytes(ckpt)
+        log.info("checkpoint %s (%s, %.1f MB)", ckpt.path.name, reason, size / 2**20)
+        if self.metrics is not None:
+            self.metrics.event(
+                "checkpoint",
+                {"step": self.step, "reason": reason, "bytes": size, "path": str(ckpt.path)},
+            )
+        return ckpt
+
+    def restore(self, ckpt: Checkpoint) -> dict[str, Any]:
+        state = ckpt.state()
+        if state.get("feature_spec") != self.spec:
+            raise CheckpointError(
+                f"{ckpt.path} was trained with feature spec {state.get('feature_spec')}, this "
+                f"run uses {self.spec}: the feature settings differ"
+            )
+        assign_arrays(self.model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
+        assign_arrays(
+            self.train_step.optimizer.variables, ckpt.arrays("optimizer"), f"{ckpt.path} optimizer"
+        )
+        self.best_eer = state["best_eer"] if state.get("best_eer") is not None else math.inf
+        self.threshold = state.get("threshold")
+        self.last_eval = state.get("last_eval") or {}
+        self.sampler_states = dict(state.get("sampler_states") or {})
+        log.info("resumed from %s at step %d", ckpt.path, self.step)
+        return state
+
+    # -- reporting --------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        recent = list(self.recent)[-20:]
+        mean = {
+            k: float(np.mean([r[k] for r in recent])) if recent else float("nan")
+            for k in ("loss", "cos_ap", "cos_an", "active", "wait_s", "step_s", "build_s")
+        }
+        t = self.totals
+        busy = t["wait"] + t["step"]
+        return {
+            "step": self.step,
+            "recent": mean,
+            "wait_share": t["wait"] / busy if busy else 0.0,
+            "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
+            "last_eval": self.last_eval,
+            "collapsed": self.collapsed,
+            "tracing_count": self.train_step.tracing_count,
+        }
+
+
+def sampler_states_of(ckpt: Checkpoint) -> dict[str, Any]:
+    """Producer sampler states stored in a checkpoint, decoded (for restarting producers)."""
+    return {k: json.loads(v) for k, v in (ckpt.state().get("sampler_states") or {}).items()}

@@ -1,0 +1,151 @@
+"""ResCNN speaker-embedding model and triplet loss (Deep Speaker, Li et al. 2017).
+
+Keras layers and ``keras.ops`` only, no ``tf.*``: the model and loss run unchanged
+on Keras's TensorFlow, JAX and PyTorch backends. The compiled train step and
+everything TensorFlow-specific live in ``learner/train_step.py``.
+
+    model = build_model(ModelConfig(width=0.125), n_mels=64)
+    emb = model(features)                       # [N, T, 64] log-mel dB -> [N, D], unit norm
+    loss, stats = triplet_loss(emb, labels, margin=0.1, mining="semihard")
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from cluster.config import ModelConfig
+
+STAGE_FILTERS = (64, 128, 256, 512)
+RELU_CLIP = 20.0
+
+
+@keras.saving.register_keras_serializable(package="voice_embeddings")
+class SegmentNorm(layers.Layer):
+    """Per-segment, per-mel-bin mean and variance normalisation over time.
+
+    The model's first layer, so producers ship raw log-mel crops (cheap float16
+    copies) and training and inference normalise identically.
+    """
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        mean = ops.mean(x, axis=1, keepdims=True)
+        var = ops.var(x, axis=1, keepdims=True)
+        return (x - mean) / ops.sqrt(var + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="voice_embeddings")
+class L2Normalize(layers.Layer):
+    def call(self, x):
+        x = ops.cast(x, "float32")  # unit vectors in float32 even under mixed precision
+        return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
+@keras.saving.register_keras_serializable(package="voice_embeddings")
+class TemporalAverage(layers.Layer):
+    """[N, T', F', C] -> [N, F' * C]: average over time, keep frequency x channels."""
+
+    def call(self, x):
+        shape = ops.shape(x)
+        x = ops.mean(x, axis=1)
+        return ops.reshape(x, (shape[0], shape[2] * shape[3]))
+
+
+def clipped_relu(x):
+    return ops.minimum(ops.relu(x), RELU_CLIP)
+
+
+def _res_block(x, filters: int, name: str):
+    shortcut = x
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = layers.Activation(clipped_relu, name=f"{name}_relu1")(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.Activation(clipped_relu, name=f"{name}_relu2")(x)
+
+
+def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -> keras.Model:
+    """ResCNN: four stages of (5x5 stride-2 conv, ``cfg.blocks`` residual blocks),
+    temporal average, dense ``embedding_dim``, L2 normalisation."""
+    inputs = keras.Input(shape=(frames, n_mels), name="logmel")
+    x = SegmentNorm(name="segment_norm")(inputs)
+    x = layers.Reshape((-1, n_mels, 1), name="add_channel")(x)
+    for i, base in enumerate(STAGE_FILTERS, start=1):
+        filters = max(4, round(base * cfg.width))
+        x = layers.Conv2D(
+            filters, 5, strides=2, padding="same", use_bias=False, name=f"stage{i}_conv"
+        )(x)
+        x = layers.BatchNormalization(name=f"stage{i}_bn")(x)
+        x = layers.Activation(clipped_relu, name=f"stage{i}_relu")(x)
+        for b in range(cfg.blocks):
+            x = _res_block(x, filters, name=f"stage{i}_res{b + 1}")
+    x = TemporalAverage(name="temporal_average")(x)
+    x = layers.Dense(cfg.embedding_dim, name="embedding")(x)
+    outputs = L2Normalize(name="l2_normalize")(x)
+    return keras.Model(inputs, outputs, name="rescnn")
+
+
+def _split(emb, b: int):
+    return emb[:b], emb[b : 2 * b], emb[2 * b :]
+
+
+def select_negatives(emb, labels, mining: str = "none"):
+    """For each anchor, the negative embedding to use.
+
+    ``none``: the sampled negative. ``hard``: the most similar embedding of any
+    other speaker in the batch. ``semihard`` (FaceNet): the most similar one that
+    is still less similar than the positive; the sampled negative when there is none.
+    """
+    b = ops.shape(emb)[0] // 3
+    anchors, positives, negatives = _split(emb, b)
+    if mining == "none":
+        return negatives
+    sim = ops.matmul(anchors, ops.transpose(emb))  # [B, 3B]
+    other = ops.not_equal(ops.expand_dims(labels[:b], 1), ops.expand_dims(labels, 0))
+    very_low = ops.full_like(sim, -1e4)
+    if mining == "semihard":
+        cos_ap = ops.sum(anchors * positives, axis=-1, keepdims=True)
+        eligible = ops.logical_and(other, ops.less(sim, cos_ap))
+    elif mining == "hard":
+        eligible = other
+    else:
+        raise ValueError(f"unknown mining {mining!r}")
+    masked = ops.where(eligible, sim, very_low)
+    best = ops.argmax(masked, axis=1)
+    chosen = ops.take(emb, best, axis=0)
+    found = ops.expand_dims(ops.any(eligible, axis=1), 1)
+    return ops.where(found, chosen, negatives)
+
+
+def triplet_loss(emb, labels, margin: float = 0.1, mining: str = "none"):
+    """``mean(max(0, cos(a, n) - cos(a, p) + margin))`` and the stats that show learning.
+
+    Returns ``(loss, stats)`` with mean cos(a,p), mean cos(a,n) and the fraction
+    of triplets still inside the margin (``active``).
+    """
+    emb = ops.cast(emb, "float32")
+    b = ops.shape(emb)[0] // 3
+    anchors, positives, _ = _split(emb, b)
+    negatives = select_negatives(emb, labels, mining)
+    cos_ap = ops.sum(anchors * positives, axis=-1)
+    cos_an = ops.sum(anchors * negatives, axis=-1)
+    hinge = ops.relu(cos_an - cos_ap + margin)
+    loss = ops.mean(hinge)
+    stats = {
+        "cos_ap": ops.mean(cos_ap),
+        "cos_an": ops.mean(cos_an),
+        "active": ops.mean(ops.cast(ops.greater(hinge, 0.0), "float32")),
+        # Mean pairwise cosine of the anchors: near 1 means every embedding is the same.
+        "spread": 1.0 - ops.mean(ops.matmul(anchors, ops.transpose(anchors))),
+    }
+    return loss, stats

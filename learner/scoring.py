@@ -1,0 +1,49 @@
+"""Verification metrics from trial scores: EER, minDCF, the threshold at EER. NumPy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def error_rates(
+    scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Miss and false-alarm rates for every threshold (decision: score >= threshold).
+
+    Returns ``(thresholds, p_miss, p_fa)``, thresholds ascending, one per distinct
+    score plus one above the highest.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n_tar, n_non = labels.sum(), (~labels).sum()
+    if n_tar == 0 or n_non == 0:
+        raise ValueError(f"need target and non-target trials, got {n_tar} and {n_non}")
+    order = np.argsort(scores, kind="mergesort")
+    s, lab = scores[order], labels[order]
+    # Rates when the threshold sits at each sorted score: everything below is rejected.
+    tar_below = np.concatenate([[0], np.cumsum(lab)])
+    non_below = np.concatenate([[0], np.cumsum(~lab)])
+    # Keep only the first position of each run of equal scores (ties move together).
+    first = np.concatenate([[True], s[1:] != s[:-1], [True]])
+    thresholds = np.concatenate([s, [s[-1] + 1e-6]])[first]
+    p_miss = (tar_below / n_tar)[first]
+    p_fa = 1.0 - (non_below / n_non)[first]
+    return thresholds, p_miss, p_fa
+
+
+def eer(scores, labels) -> tuple[float, float]:
+    """Equal error rate and the threshold where miss and false-alarm rates cross."""
+    thr, p_miss, p_fa = error_rates(scores, labels)
+    i = int(np.argmin(np.abs(p_miss - p_fa)))
+    return float((p_miss[i] + p_fa[i]) / 2), float(thr[i])
+
+
+def min_dcf(
+    scores, labels, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
+) -> tuple[float, float]:
+    """Normalised minimum detection cost and its threshold (NIST SRE definition)."""
+    thr, p_miss, p_fa = error_rates(scores, labels)
+    dcf = c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa
+    default = min(c_miss * p_target, c_fa * (1 - p_target))
+    i = int(np.argmin(dcf))
+    return float(dcf[i] / default), float(thr[i])

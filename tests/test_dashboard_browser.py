@@ -1,0 +1,98 @@
+"""Browser layer: the dashboard served against a real Redis, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from cluster.redis_server import free_port
+from dashboard.app import Dashboard
+from dashboard.store import UrlSource
+from tests.conftest import write_run
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture()
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium and chromedriver are required (scripts/test.sh installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1300",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture()
+def served(redis_server):
+    _, url = redis_server
+    board = Dashboard(UrlSource(url), refresh_ms=500)
+    port = free_port()
+    server = make_server("127.0.0.1", port, board.app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url, f"http://127.0.0.1:{port}/"
+    server.shutdown()
+
+
+def loss_points(driver) -> int:
+    return driver.execute_script(
+        "const g = document.querySelector('#loss-graph .js-plotly-plot');"
+        "return g && g._fullData && g._fullData.length ? g._fullData[0].x.length : -1;"
+    )
+
+
+def wait_for(fn, want, timeout=30.0, driver=None):
+    deadline = time.time() + timeout
+    got = None
+    while time.time() < deadline:
+        got = fn()
+        if got == want:
+            return got
+        time.sleep(0.25)
+    raise AssertionError(f"waited {timeout} s for {want!r}, last saw {got!r}")
+
+
+def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
+    url, page = served
+    write_run(url, "run-a", 120)
+    browser.get(page)
+    wait_for(lambda: loss_points(browser), 120)
+    summary = browser.find_element("id", "summary").text
+    assert "step 120" in summary and "best EER" in summary
+    write_run(url, "run-a", 30, start=120, evals=False)
+    wait_for(lambda: loss_points(browser), 150)
+    assert "step 150" in browser.find_element("id", "summary").text
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_dashboard_says_when_the_store_is_empty(browser, served):
+    _, page = served
+    browser.get(page)
+    wait_for(lambda: browser.find_element("id", "message").text.startswith("No runs yet"), True)

@@ -1,0 +1,155 @@
+"""The learner on lists of real batches: no retrace, timings, checkpoints, exact resume, faults."""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from cluster.config import load_config
+from learner.checkpoint import CheckpointError, CheckpointManager, resolve
+from learner.learner import Learner, TrainingDiverged
+from workers.producer import BatchProducer
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(
+        "smoke", ["learner.eval_every=0", "learner.checkpoint_every=4", "learner.max_steps=100"]
+    )
+
+
+@pytest.fixture(scope="module")
+def batches(cfg, synthetic_root):
+    q = queue.Queue()
+    BatchProducer(cfg, 0, q).run(max_batches=8)
+    return [q.get() for _ in range(8)]
+
+
+def weights(learner):
+    return [np.array(v.numpy()) for v in learner.model.variables]
+
+
+def test_fit_traces_once_and_times_every_step(cfg, batches, tmp_path):
+    learner = Learner(cfg, tmp_path)
+    summary = learner.fit(batches[:6])
+    assert summary["step"] == 6
+    assert learner.train_step.tracing_count == 1  # same signature: never retraced
+    rec = list(learner.recent)
+    assert all(r["step_s"] > 0 and r["wait_s"] >= 0 and r["build_s"] > 0 for r in rec)
+    assert all(math.isfinite(r["loss"]) for r in rec)
+    assert learner.totals["steps"] == 6
+    # Checkpoint every 4 steps: ckpt-4 written, and the worker's sampler state recorded.
+    ckpt = CheckpointManager(tmp_path / "checkpoints").latest()
+    assert ckpt.step == 4 and "0" in ckpt.state()["sampler_states"]
+
+
+def test_resume_is_exact(cfg, batches, tmp_path):
+    straight = Learner(cfg, tmp_path / "a")
+    straight.fit(batches[:8])
+    first = Learner(cfg, tmp_path / "b")
+    first.fit(batches[:4])  # writes ckpt-4
+    resumed = Learner(cfg, tmp_path / "c")
+    resumed.restore(resolve(tmp_path / "b"))
+    assert resumed.step == 4
+    resumed.fit(batches[4:8])
+    for x, y in zip(weights(straight), weights(resumed), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert resumed.step == straight.step == 8
+
+
+def test_other_feature_spec_and_corrupt_checkpoints_are_refused(cfg, batches, tmp_path):
+    Learner(cfg, tmp_path).fit(batches[:4])
+    ckpt = resolve(tmp_path)
+    other = load_config("smoke", ["features.n_mels=40"])
+    with pytest.raises(CheckpointError, match="feature spec"):
+        Learner(other).restore(ckpt)
+    (ckpt.path / "weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="unreadable weights.npz"):
+        Learner(cfg).restore(ckpt)
+
+
+def test_retention_keeps_last_k_and_best(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep=2)
+    w = {"0000/x": np.zeros(3)}
+    for step in (1, 2, 3, 4, 5):
+        mgr.save(step, w, w, {"n": step}, best=step == 2)
+    assert [c.step for c in mgr.all()] == [2, 4, 5]
+    assert mgr.best().step == 2
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, batches, tmp_path):
+    learner = Learner(cfg, tmp_path)
+    learner.fit(batches[:4])
+    good = resolve(tmp_path)
+    var = learner.model.get_layer("embedding").kernel
+    var.assign(np.full(var.shape, np.nan, dtype="float32"))
+    with pytest.raises(TrainingDiverged, match="last good checkpoint is .*ckpt-00000004"):
+        learner.fit(batches[4:6])
+    assert learner.save("exit") is None  # never overwrite good weights with NaN
+    assert [c.step for c in CheckpointManager(tmp_path / "checkpoints").all()] == [4]
+    fresh = Learner(cfg)
+    fresh.restore(good)
+    assert all(np.isfinite(w).all() for w in weights(fresh))
+
+
+def test_collapse_is_detected(cfg, batches, caplog):
+    collapsed = load_config(
+        "smoke",
+        [
+            "learner.lr=0",
+            "learner.eval_every=0",
+            "learner.checkpoint_every=0",
+            "learner.max_steps=100",
+        ],
+    )
+    learner = Learner(collapsed)
+    dense = learner.model.get_layer("embedding")
+    dense.kernel.assign(np.zeros(dense.kernel.shape, "float32"))
+    dense.bias.assign(np.ones(dense.bias.shape, "float32"))
+    learner.fit((batches * 3)[:22])
+    assert learner.collapsed
+    assert "embeddings have collapsed" in caplog.text
+
+
+KILLER = textwrap.dedent("""
+    import sys, numpy as np
+    from learner.checkpoint import CheckpointManager
+    mgr = CheckpointManager(sys.argv[1], keep=3)
+    big = {f"{i:04d}/w{i}": np.full((256, 1024), i, dtype="float32") for i in range(8)}
+    step = 0
+    while True:
+        step += 1
+        mgr.save(step, big, big, {"step": step}, best=step % 5 == 0)
+        print(step, flush=True)
+""")
+
+
+def test_killing_a_writer_never_leaves_a_broken_checkpoint(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    rng = np.random.default_rng(0)
+    for attempt in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLER, str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        proc.stdout.readline()  # at least one save happened
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        mgr = CheckpointManager(tmp_path)
+        for ckpt in mgr.all():  # every visible checkpoint loads completely
+            assert ckpt.state()["step"] == ckpt.step
+            arrays = ckpt.arrays("weights")
+            assert len(arrays) == 8 and all(a.shape == (256, 1024) for a in arrays.values())
+        assert mgr.latest() is not None, attempt

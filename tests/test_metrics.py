@@ -1,0 +1,155 @@
+"""Component layer: the metrics writer and the dashboard's store against a real Redis server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from cluster import metrics as M
+from cluster.metrics import MetricsWriter
+from cluster.redis_server import EmbeddedRedis
+from dashboard.app import Dashboard
+from dashboard.store import RunsDirSource, RunSeries, UrlSource, minmax
+from tests.conftest import write_run
+
+pytestmark = pytest.mark.redis
+
+
+def test_embedded_server_is_loopback_and_password_protected(redis_server):
+    server, url = redis_server
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port).set("x", 1)  # no password: refused
+    client = M.connect(url)
+    assert client.config_get("bind")["bind"] == "127.0.0.1"
+    assert oct((server.dir / "password").stat().st_mode & 0o777) == "0o600"
+    assert server.running_url() == url
+
+
+def test_writer_schema_numbers_and_json(redis_server):
+    _, url = redis_server
+    write_run(url, "r1", 100)
+    c = M.connect(url)
+    assert c.xlen(M.train_key("r1")) == 100
+    assert c.xlen(M.eval_key("r1")) == 2 and c.xlen(M.producers_key("r1")) == 10
+    _, fields = c.xrange(M.train_key("r1"), count=1)[0]
+    assert set(fields) == set(M.TRAIN_FIELDS)
+    assert all(np.isfinite(float(v)) for v in fields.values())  # numbers, never pickles
+    kind = c.xrange(M.events_key("r1"))[0][1]
+    assert kind["kind"] == "checkpoint" and json.loads(kind["data"])["step"] == 50
+    assert c.zrange(M.RUNS, 0, -1) == ["r1"]
+    assert c.hget(M.meta_key("r1"), "status") == "running"
+
+
+def test_stream_length_is_capped(redis_server):
+    _, url = redis_server
+    w = MetricsWriter(url, "cap", maxlen=100)
+    for s in range(1000):
+        w.train({"step": s, "loss": 1.0})
+    w.close()
+    assert M.connect(url).xlen(M.train_key("cap")) < 300  # MAXLEN ~ trims in whole nodes
+
+
+def test_redis_stopped_and_restarted_mid_run(tmp_path, caplog):
+    server = EmbeddedRedis(tmp_path / "r")
+    url = server.start()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    w = MetricsWriter(url, "run", buffer=1000, flush_interval=0.1)
+    for s in range(10):
+        w.train({"step": s, "loss": 0.5})
+    assert w.flush()
+    server.stop()
+    for s in range(10, 40):  # training goes on while Redis is down: calls never block
+        t0 = time.perf_counter()
+        w.train({"step": s, "loss": 0.5})
+        assert time.perf_counter() - t0 < 0.05
+    assert not w.flush() and not w.connected
+    assert caplog.text.count("is unreachable") == 1  # warned once
+    server.start(port=port)  # same data folder: the first 10 come back from disk
+    deadline = time.time() + 10
+    while time.time() < deadline and not (w.connected and not w._buf):
+        time.sleep(0.1)
+    w.close()
+    steps = [int(f["step"]) for _, f in M.connect(url).xrange(M.train_key("run"))]
+    assert steps == list(range(40))
+    server.stop()
+
+
+def test_overflow_is_counted_not_silent(tmp_path):
+    server = EmbeddedRedis(tmp_path / "r")
+    url = server.start()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server.stop()
+    w = MetricsWriter(url, "run", buffer=5, flush_interval=0.1)
+    for s in range(12):
+        w.train({"step": s, "loss": 0.5})
+    assert w.dropped == 7
+    server.start(port=port)
+    w.close()
+    c = M.connect(url)
+    assert [int(f["step"]) for _, f in c.xrange(M.train_key("run"))] == list(range(7, 12))
+    assert c.hget(M.meta_key("run"), "dropped") == "7"
+    server.stop()
+
+
+def test_series_reads_incrementally(redis_server):
+    _, url = redis_server
+    write_run(url, "inc", 120)
+    s = RunSeries("inc")
+    client = M.connect(url)
+    assert s.refresh(client) > 120
+    assert s.steps() == 120
+    assert s.refresh(client) == 0  # nothing new: nothing read
+    write_run(url, "inc", 30, start=120, evals=False)
+    assert s.refresh(client) == 33  # 30 steps + 3 producer entries
+    assert s.steps() == 150 and s.train.array("step")[-1] == 150
+    assert s.checkpoints() == [50, 100]
+
+
+def test_minmax_keeps_spikes():
+    y = np.zeros(100_000)
+    y[12345], y[67890] = 5.0, -5.0
+    idx = minmax(y, 2000)
+    assert len(idx) <= 2000 and 12345 in idx and 67890 in idx
+
+
+def test_dashboard_messages(tmp_path, redis_server):
+    empty = Dashboard(RunsDirSource(tmp_path / "none"))
+    assert empty.run_options() == (
+        [],
+        f"No runs yet in run directories under "
+        f"{(tmp_path / 'none').resolve()}. "
+        "Start one with: python -m learner",
+    )
+    gone = Dashboard(UrlSource("redis://:x@127.0.0.1:1/0"))
+    options, message = gone.run_options()
+    assert options == [] and "cannot reach Redis at 127.0.0.1:1/0" in message
+    _, url = redis_server
+    MetricsWriter(url, "fresh").meta(started_at=time.time(), status="starting")
+    board = Dashboard(UrlSource(url))
+    options, message = board.run_options()
+    assert options[0]["value"] == "fresh" and message == ""
+    from dashboard.figures import summary_line
+
+    assert "no training steps yet" in summary_line(board.refresh("fresh"))
+
+
+def test_runs_dir_source_starts_the_persisted_store(tmp_path):
+    from cluster.config import load_config
+    from cluster.runs import RunDir
+
+    run = RunDir.create(tmp_path / "runs", load_config("smoke"), "r-old")
+    server = EmbeddedRedis(run.redis_dir)
+    url = server.start()
+    write_run(url, "r-old", 20)
+    server.stop()  # the training process is gone
+    source = RunsDirSource(tmp_path / "runs")
+    assert [r["id"] for r in source.runs()] == ["r-old"]
+    s = RunSeries("r-old")
+    s.refresh(source.client_for("r-old"))  # starts redis-server on the persisted data
+    assert s.steps() == 20
+    EmbeddedRedis(run.redis_dir).stop()

@@ -1,0 +1,75 @@
+"""Model, loss and negative mining (real Keras on the TensorFlow backend)."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from cluster.config import ModelConfig, load_config
+from learner.model import build_model, select_negatives, triplet_loss
+
+
+def test_base_preset_has_deep_speaker_size():
+    cfg = load_config("base")
+    model = build_model(cfg.model, cfg.features.n_mels)
+    assert model.count_params() == pytest.approx(24.2e6, rel=0.01)
+    assert model.output_shape == (None, 512)
+
+
+def test_width_multiplier_shrinks_and_output_is_unit_norm():
+    small = build_model(ModelConfig(width=0.0625, blocks=1, embedding_dim=16), 64)
+    assert small.count_params() < 100_000
+    x = np.random.default_rng(0).normal(-40, 10, size=(6, 50, 64)).astype("float32")
+    emb = np.asarray(small(x))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # Segment normalisation makes the model blind to a constant dB offset (gain).
+    np.testing.assert_allclose(np.asarray(small(x + 12.0)), emb, atol=1e-4)
+
+
+def unit(v):
+    v = np.asarray(v, dtype="float32")
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_triplet_loss_value_and_stats():
+    a = unit([[1, 0], [0, 1]])
+    p = unit([[1, 0.1], [0.5, 1]])
+    n = unit([[1, 0.05], [-1, 0]])
+    emb = np.concatenate([a, p, n])
+    labels = np.array([0, 1, 0, 1, 2, 3], "int32")
+    loss, stats = triplet_loss(emb, labels, margin=0.1)
+    cos_ap = np.sum(a * p, 1)
+    cos_an = np.sum(a * n, 1)
+    want = np.mean(np.maximum(0, cos_an - cos_ap + 0.1))
+    assert float(loss) == pytest.approx(want, abs=1e-6)
+    assert float(stats["active"]) == 0.5  # first triplet inside the margin, second not
+    assert float(stats["cos_ap"]) == pytest.approx(cos_ap.mean(), abs=1e-6)
+
+
+def test_mining_picks_the_known_negatives():
+    # Two anchors; the batch offers negatives at known similarities to anchor 0.
+    a = unit([[1, 0, 0], [0, 1, 0]])
+    p = unit([[0.8, 0.6, 0], [0, 1, 0.2]])  # cos(a0,p0) = 0.8
+    n = unit([[0.6, 0.8, 0], [0.95, 0.31, 0]])  # cos(a0,n0)=0.6, cos(a0,n1)=0.95
+    emb = np.concatenate([a, p, n])
+    labels = np.array([0, 1, 0, 1, 2, 3], "int32")
+    hard = np.asarray(select_negatives(emb, labels, "hard"))
+    semi = np.asarray(select_negatives(emb, labels, "semihard"))
+    none = np.asarray(select_negatives(emb, labels, "none"))
+    np.testing.assert_allclose(none, n)
+    # Hardest for anchor 0 among other speakers (labels 1, 2, 3): n1 (0.95).
+    np.testing.assert_allclose(hard[0], n[1], atol=1e-6)
+    # Semi-hard: most similar that is still below cos(a,p)=0.8 -> n0 (0.6).
+    np.testing.assert_allclose(semi[0], n[0], atol=1e-6)
+    # Anchor 1 (label 1): a0 (label 0) has cos 0, p0 has 0.6, n0 0.8, n1 0.31.
+    np.testing.assert_allclose(hard[1], n[0], atol=1e-6)
+
+
+def test_semihard_falls_back_to_sampled_negative():
+    a = unit([[1, 0], [0, 1]])
+    p = unit([[0, 1], [1, 0]])  # cos(a,p) = 0: nothing is less similar than ... except negatives
+    n = unit([[-1, 0], [0, -1]])
+    emb = np.concatenate([a, p, n])
+    labels = np.array([0, 0, 0, 0, 1, 1], "int32")  # both anchors one speaker
+    semi = np.asarray(select_negatives(emb, labels, "semihard"))
+    np.testing.assert_allclose(semi, n, atol=1e-6)
+    assert ops is not None
