@@ -44,3 +44,19 @@ def report(figures: dict) -> None:
 
 def quiet_ray_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def fill_cache(cfg) -> None:
+    """Extract every utterance of ``cfg.data.path`` into the feature cache (in-process)."""
+    import contextlib
+
+    from workers.audio import AudioError
+    from workers.cache import FeatureSource, FeatureStore, cache_dir_for
+    from workers.corpus import SpeakerDatabase
+
+    db = SpeakerDatabase.scan(cfg.data.path, cache_dir=cfg.data.cache_dir)
+    store = FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
+    source = FeatureSource(db, cfg.features, store, write_cache=True, memory_bytes=0)
+    for i in range(len(db.utterances)):
+        with contextlib.suppress(AudioError):  # unusable files are recorded in the cache
+            source.get(i)

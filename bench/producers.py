@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -21,22 +20,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench.common import SHARED_SPEECH, median, one_core, quiet_ray_env, report, timeit  # noqa: E402
+from bench.common import (  # noqa: E402
+    SHARED_SPEECH,
+    fill_cache,
+    median,
+    one_core,
+    quiet_ray_env,
+    report,
+    timeit,
+)
 from cluster.config import load_config, replace  # noqa: E402
 
 
 def build_time(cfg) -> float:
-    from workers.audio import AudioError
     from workers.cache import FeatureSource, FeatureStore, cache_dir_for
     from workers.corpus import SpeakerDatabase
     from workers.sampler import BatchBuilder, TripletSampler
 
     db = SpeakerDatabase.scan(cfg.data.path, cache_dir=cfg.data.cache_dir)
     store = FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
-    source = FeatureSource(db, cfg.features, store, write_cache=True)
-    for i in range(len(db.utterances)):  # fill the cache (what workers.precompute does)
-        with contextlib.suppress(AudioError):  # unusable files are recorded in the cache
-            source.get(i)
+    fill_cache(cfg)  # what workers.precompute does, in-process
     reader = FeatureSource(db, cfg.features, store)  # a fresh reader, as a producer would be
     builder = BatchBuilder(TripletSampler(db, triplets=32, seed=0), reader, frames=400)
     return median(timeit(builder.build, repeat=50, warmup=3))

@@ -1,7 +1,8 @@
 """ResCNN speaker-embedding model and triplet loss (Deep Speaker, Li et al. 2017).
 
-Keras layers and ``keras.ops`` only, no ``tf.*``: the model and loss run unchanged
-on Keras's TensorFlow, JAX and PyTorch backends. The compiled train step and
+Built-in Keras layers and ``keras.ops`` only, no ``tf.*`` and no custom layer
+classes: the model and loss run unchanged on Keras's TensorFlow, JAX and PyTorch
+backends, and an exported ``.keras`` file loads with plain Keras. The compiled train step and
 everything TensorFlow-specific live in ``learner/train_step.py``.
 
     model = build_model(ModelConfig(width=0.125), n_mels=64)
@@ -20,65 +21,39 @@ STAGE_FILTERS = (64, 128, 256, 512)
 RELU_CLIP = 20.0
 
 
-@keras.saving.register_keras_serializable(package="voice_embeddings")
-class SegmentNorm(layers.Layer):
+def segment_norm() -> layers.Layer:
     """Per-segment, per-mel-bin mean and variance normalisation over time.
 
     The model's first layer, so producers ship raw log-mel crops (cheap float16
-    copies) and training and inference normalise identically.
+    copies) and training and inference normalise identically. Normalising over
+    axis 1 (time) with no learned scale is exactly LayerNormalization's job, and
+    built-in layers keep an exported ``.keras`` file loadable without this code.
     """
-
-    def __init__(self, epsilon: float = 1e-5, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.epsilon = epsilon
-
-    def call(self, x):
-        x = ops.cast(x, self.compute_dtype)
-        mean = ops.mean(x, axis=1, keepdims=True)
-        var = ops.var(x, axis=1, keepdims=True)
-        return (x - mean) / ops.sqrt(var + self.epsilon)
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+    return layers.LayerNormalization(
+        axis=1, center=False, scale=False, epsilon=1e-5, name="segment_norm"
+    )
 
 
-@keras.saving.register_keras_serializable(package="voice_embeddings")
-class L2Normalize(layers.Layer):
-    def call(self, x):
-        x = ops.cast(x, "float32")  # unit vectors in float32 even under mixed precision
-        return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), 1e-12))
-
-
-@keras.saving.register_keras_serializable(package="voice_embeddings")
-class TemporalAverage(layers.Layer):
-    """[N, T', F', C] -> [N, F' * C]: average over time, keep frequency x channels."""
-
-    def call(self, x):
-        shape = ops.shape(x)
-        x = ops.mean(x, axis=1)
-        return ops.reshape(x, (shape[0], shape[2] * shape[3]))
-
-
-def clipped_relu(x):
-    return ops.minimum(ops.relu(x), RELU_CLIP)
+def clipped_relu(name: str) -> layers.Layer:
+    return layers.ReLU(max_value=RELU_CLIP, name=name)
 
 
 def _res_block(x, filters: int, name: str):
     shortcut = x
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     x = layers.BatchNormalization(name=f"{name}_bn1")(x)
-    x = layers.Activation(clipped_relu, name=f"{name}_relu1")(x)
+    x = clipped_relu(f"{name}_relu1")(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
     x = layers.BatchNormalization(name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
-    return layers.Activation(clipped_relu, name=f"{name}_relu2")(x)
+    return clipped_relu(f"{name}_relu2")(x)
 
 
 def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -> keras.Model:
     """ResCNN: four stages of (5x5 stride-2 conv, ``cfg.blocks`` residual blocks),
     temporal average, dense ``embedding_dim``, L2 normalisation."""
     inputs = keras.Input(shape=(frames, n_mels), name="logmel")
-    x = SegmentNorm(name="segment_norm")(inputs)
+    x = segment_norm()(inputs)
     x = layers.Reshape((-1, n_mels, 1), name="add_channel")(x)
     for i, base in enumerate(STAGE_FILTERS, start=1):
         filters = max(4, round(base * cfg.width))
@@ -86,12 +61,16 @@ def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -
             filters, 5, strides=2, padding="same", use_bias=False, name=f"stage{i}_conv"
         )(x)
         x = layers.BatchNormalization(name=f"stage{i}_bn")(x)
-        x = layers.Activation(clipped_relu, name=f"stage{i}_relu")(x)
+        x = clipped_relu(f"stage{i}_relu")(x)
         for b in range(cfg.blocks):
             x = _res_block(x, filters, name=f"stage{i}_res{b + 1}")
-    x = TemporalAverage(name="temporal_average")(x)
+    # Average over time, keeping frequency x channels: [N, T', F', C] -> [N, F' * C].
+    x = layers.Reshape((-1, x.shape[2] * x.shape[3]), name="flatten_freq")(x)
+    x = layers.GlobalAveragePooling1D(name="temporal_average")(x)
     x = layers.Dense(cfg.embedding_dim, name="embedding")(x)
-    outputs = L2Normalize(name="l2_normalize")(x)
+    # Unit vectors, in float32 even under mixed precision.
+    x = layers.Activation("linear", dtype="float32", name="to_float32")(x)
+    outputs = layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
     return keras.Model(inputs, outputs, name="rescnn")
 
 

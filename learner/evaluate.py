@@ -1,0 +1,207 @@
+"""Evaluate a checkpoint on a corpus: EER, minDCF, threshold, DET curve, score histogram.
+
+Examples:
+    python -m learner.evaluate --data ~/vox1_test -c runs/x -o eval/ --trials veri_test.txt
+    python -m learner.evaluate --data ../shared/data/speech -c runs/x -o eval/ --n-trials 5000
+    python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm COHORT_DIR
+    python -m learner.evaluate --data DIR -o eval/ --baseline mfcc     # no checkpoint needed
+
+Trials come from a VoxCeleb-style list (``label path1 path2`` per line, paths
+relative to --data) or are generated from the corpus (all target pairs up to
+half of --n-trials, the rest sampled non-target pairs, seeded). Writes
+OUT/summary.json, OUT/det.png, OUT/scores.png and OUT/scores.tsv. With
+``--baseline mfcc`` the same trials are also scored with a classical baseline
+(mean and standard deviation of 20 MFCCs, cosine), so every report shows how far
+the trained model is above the simplest thing that works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from learner.cli import EXIT_ERROR, guarded
+from learner.evaluation import generate_trials, summarize
+from workers.audio import AudioError, load_speech
+from workers.corpus import SpeakerDatabase
+
+log = logging.getLogger(__name__)
+
+
+def read_trials(path: str | Path, db: SpeakerDatabase) -> list[tuple[int, int, int]]:
+    index = {u.path: i for i, u in enumerate(db.utterances)}
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{n}: expected 'label path1 path2', got {line!r}")
+        missing = [p for p in parts[1:] if p not in index]
+        if missing:
+            raise ValueError(f"{path}:{n}: {missing[0]} is not a usable file under {db.root}")
+        out.append((int(parts[0]), index[parts[1]], index[parts[2]]))
+    return out
+
+
+def mfcc_embedding(path: Path, feature_cfg) -> np.ndarray:
+    """The classical baseline: mean and std of 20 MFCCs over speech frames."""
+    import librosa
+
+    y = load_speech(path, feature_cfg)
+    m = librosa.feature.mfcc(
+        y=y,
+        sr=feature_cfg.sample_rate,
+        n_mfcc=20,
+        n_fft=feature_cfg.n_fft,
+        hop_length=feature_cfg.hop_length,
+        win_length=feature_cfg.win_length,
+    )
+    v = np.concatenate([m.mean(axis=1), m.std(axis=1)])
+    v = (v - v.mean()) / (v.std() + 1e-9)
+    return v / np.linalg.norm(v)
+
+
+def as_norm(
+    scores: np.ndarray, emb: np.ndarray, trials, cohort: np.ndarray, top: int = 100
+) -> np.ndarray:
+    """Adaptive symmetric score normalisation against the top-``top`` cohort scores."""
+    top = min(top, len(cohort))
+    sims = np.sort(emb @ cohort.T, axis=1)[:, -top:]
+    mu, sd = sims.mean(axis=1), sims.std(axis=1) + 1e-9
+    i, j = np.asarray(trials)[:, 1], np.asarray(trials)[:, 2]
+    return 0.5 * ((scores - mu[i]) / sd[i] + (scores - mu[j]) / sd[j])
+
+
+def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    from learner.scoring import error_rates
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5])
+    for name, (scores, labels) in results.items():
+        _, p_miss, p_fa = error_rates(scores, labels)
+        clip = np.clip
+        ax.plot(
+            norm.ppf(clip(p_fa, 1e-4, 1 - 1e-4)), norm.ppf(clip(p_miss, 1e-4, 1 - 1e-4)), label=name
+        )
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlabel("false alarm rate (%)")
+    ax.set_ylabel("miss rate (%)")
+    ax.set_title("DET curve")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "det.png", dpi=100)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
+    for ax, (name, (scores, labels)) in zip(axes[0], results.items(), strict=True):
+        ax.hist(scores[labels == 1], bins=40, alpha=0.6, label="same speaker", density=True)
+        ax.hist(scores[labels == 0], bins=40, alpha=0.6, label="different", density=True)
+        ax.set_title(f"scores: {name}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m learner.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="corpus root (any supported layout)")
+    p.add_argument("--checkpoint", "-c", help="checkpoint or run folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--trials", help="trial list: 'label path1 path2' per line")
+    p.add_argument("--n-trials", type=int, default=5000, help="trials to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", choices=["mfcc"], help="also score the classical baseline")
+    p.add_argument("--asnorm", metavar="COHORT_DIR", help="AS-Norm with this cohort's files")
+    a = p.parse_args(argv)
+    if not a.checkpoint and not a.baseline:
+        p.error("give --checkpoint, --baseline mfcc, or both")
+
+    def body() -> int:
+        from cluster.config import FeatureConfig
+
+        model = None
+        if a.checkpoint:
+            from learner.inference import SpeakerModel, expand_inputs
+
+            model = SpeakerModel.load(a.checkpoint)
+        feature_cfg = model.cfg.features if model else FeatureConfig()
+        db = SpeakerDatabase.scan(a.data)
+        trials = read_trials(a.trials, db) if a.trials else generate_trials(db, a.n_trials, a.seed)
+        used = sorted({i for t in trials for i in t[1:]})
+        results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        summary: dict = {
+            "data": str(db.root),
+            "trials": len(trials),
+            "targets": int(sum(t[0] for t in trials)),
+        }
+        systems = ([("model", None)] if model else []) + ([("mfcc", "mfcc")] if a.baseline else [])
+        for name, kind in systems:
+            emb = np.zeros((len(db.utterances), 1), np.float32)
+            ok = np.zeros(len(db.utterances), bool)
+            for i in used:
+                try:
+                    v = (
+                        mfcc_embedding(db.abspath(i), feature_cfg)
+                        if kind
+                        else model.embed_file(db.abspath(i))
+                    )
+                except AudioError as exc:
+                    log.warning("%s", exc)
+                    continue
+                if emb.shape[1] != len(v):
+                    emb = np.zeros((len(db.utterances), len(v)), np.float32)
+                emb[i], ok[i] = v, True
+            kept = [t for t in trials if ok[t[1]] and ok[t[2]]]
+            t = np.asarray(kept)
+            scores = np.sum(emb[t[:, 1]] * emb[t[:, 2]], axis=1)
+            labels = t[:, 0]
+            if kind is None and a.asnorm:
+                cohort_files = expand_inputs([a.asnorm])
+                cohort = np.stack([model.embed_file(f) for f in cohort_files])
+                scores = as_norm(scores, emb, kept, cohort)
+                summary["asnorm_cohort"] = len(cohort_files)
+            results[name] = (scores, labels)
+            summary[name] = summarize(scores, labels).as_dict()
+            summary[name]["skipped_trials"] = len(trials) - len(kept)
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plots(out, results)
+        first = next(iter(results))
+        s, lab = results[first]
+        (out / "scores.tsv").write_text(
+            "".join(f"{int(x)}\t{y:.5f}\n" for x, y in zip(lab, s, strict=True))
+        )
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        for name in results:
+            r = summary[name]
+            print(
+                f"{name}: EER {100 * r['eer']:.2f}%  minDCF(0.01) {r['min_dcf_01']:.3f}  "
+                f"minDCF(0.05) {r['min_dcf_05']:.3f}  threshold {r['threshold']:.3f}  "
+                f"({r['trials']} trials, {r['targets']} target)"
+            )
+        print(f"wrote {out}/summary.json, det.png, scores.png")
+        return 0 if results else EXIT_ERROR
+
+    return guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

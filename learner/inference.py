@@ -1,0 +1,105 @@
+"""Embeddings from a checkpoint, with exactly the feature extraction used in training.
+
+    speaker = SpeakerModel.load("runs/20261124-073721-3f9a")     # best checkpoint of a run
+    a, b = speaker.embed_file("a.wav"), speaker.embed_file("b.wav")
+    score = float(a @ b)                                          # cosine: unit vectors
+    same = score >= speaker.threshold
+
+Audio goes through ``load_speech`` (decode, mono, 16 kHz, VAD) and ``LogMel``
+from ``workers``; a whole utterance is embedded as the normalised mean over
+half-overlapping windows of the training segment length. Silence, or less
+than ``min_speech_s`` of speech after VAD, raises ``NoSpeech`` instead of
+producing an embedding: silence must never look like a confident match.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster.config import ModelConfig, RunConfig, config_from_dict
+from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
+from learner.evaluation import embed_features
+from workers.audio import NoSpeech, load_speech
+from workers.features import LogMel
+
+log = logging.getLogger(__name__)
+MIN_SPEECH_S = 0.5
+
+
+@dataclass
+class SpeakerModel:
+    cfg: RunConfig
+    model: Any  # keras.Model
+    checkpoint: Checkpoint
+    threshold: float | None
+    min_speech_s: float = MIN_SPEECH_S
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpeakerModel:
+        """A checkpoint folder, or a run / checkpoints folder (its best checkpoint)."""
+        ckpt = resolve(path)
+        state = ckpt.state()
+        try:
+            cfg = config_from_dict(state["config"])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{ckpt.path}: no usable config in state.json ({exc})") from None
+        if state.get("feature_spec") != cfg.features.fingerprint():
+            raise CheckpointError(
+                f"{ckpt.path}: its feature spec {state.get('feature_spec')} "
+                "does not match its own config: the checkpoint is damaged"
+            )
+        from learner.model import build_model
+
+        model = build_model(
+            ModelConfig(**{k: state["model"][k] for k in ("width", "blocks", "embedding_dim")}),
+            cfg.features.n_mels,
+        )
+        assign_arrays(model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
+        return cls(cfg, model, ckpt, state.get("threshold"))
+
+    @property
+    def spec(self) -> str:
+        return self.cfg.features.fingerprint()
+
+    def features(self, path: str | Path) -> np.ndarray:
+        """``[frames, n_mels]`` log-mel of the speech in ``path``; AudioError on bad input."""
+        speech = load_speech(path, self.cfg.features)
+        if len(speech) < self.min_speech_s * self.cfg.features.sample_rate:
+            raise NoSpeech(
+                path,
+                f"no speech detected (only {len(speech) / self.cfg.features.sample_rate:.2f} s of speech "
+                f"after silence removal, need {self.min_speech_s} s)",
+            )
+        return LogMel(self.cfg.features)(speech)
+
+    def _embed_batch(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(x, training=False), dtype=np.float32)
+
+    def embed_features(self, feats: list[np.ndarray]) -> np.ndarray:
+        return embed_features(feats, self._embed_batch, self.cfg.sampler.frames)
+
+    def embed_file(self, path: str | Path) -> np.ndarray:
+        return self.embed_features([self.features(path)])[0]
+
+    def score(self, a: str | Path, b: str | Path) -> float:
+        return float(self.embed_file(a) @ self.embed_file(b))
+
+
+AUDIO_GLOBS = ("*.wav", "*.flac", "*.mp3", "*.ogg")
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded to the audio files below them (sorted)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(f for g in AUDIO_GLOBS for f in p.rglob(g)))
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,225 @@
+"""Inference and evaluation commands with a small model trained inside the test on real speech."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cluster.config import load_config
+from learner.checkpoint import CheckpointManager
+from learner.evaluate import main as evaluate_main
+from learner.inference import SpeakerModel
+from learner.learner import Learner
+from workers.producer import BatchProducer, open_database
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, speech_subset):
+    """A smoke-size model trained for 40 steps on real speech, best checkpoint with threshold."""
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(
+        "smoke",
+        [
+            f"data.path={speech_subset}",
+            "data.eval_fraction=0.3",
+            "sampler.frames=100",
+            "sampler.triplets=8",
+            "learner.max_steps=40",
+            "learner.eval_every=20",
+            "learner.checkpoint_every=0",
+            "learner.eval_trials=300",
+        ],
+    )
+    from learner.actor import build_learner
+
+    learner: Learner = build_learner(cfg, run, device="cpu")
+    q: queue.Queue = queue.Queue()
+    BatchProducer(cfg, 0, q).run(max_batches=40)
+    learner.fit([q.get() for _ in range(40)])
+    assert CheckpointManager(run / "checkpoints").best() is not None
+    return run
+
+
+def files(root: Path, speaker: str, n: int = 2) -> list[str]:
+    return [str(p) for p in sorted((root / speaker).glob("*.wav"))[:n]]
+
+
+def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_verify_decision_follows_score_and_threshold(trained, speech_subset):
+    a, b = files(speech_subset, "fsdd_jackson")
+    c = files(speech_subset, "arctic_aew", 1)[0]
+    from learner.verify import main
+
+    for x, y in ((a, b), (a, c)):
+        out = run_cli("learner.verify", x, y, "-c", str(trained), "--json")
+        r = json.loads(out.stdout)
+        assert r["same_speaker"] == (r["score"] >= r["threshold"])
+        assert out.returncode == (0 if r["same_speaker"] else 1)
+    model = SpeakerModel.load(trained)
+    assert model.threshold is not None and -1 <= model.threshold <= 1
+    assert model.score(a, a) == pytest.approx(1.0, abs=1e-5)
+    assert main([a, a, "-c", str(trained)]) == 0
+    assert main([a, c, "-c", str(trained), "--threshold", "0.99999"]) == 1
+
+
+def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speech_subset):
+    from learner.verify import main
+
+    good = files(speech_subset, "fsdd_jackson", 1)[0]
+    (tmp_path / "text.wav").write_text("not audio at all")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "silence.wav", np.zeros(32000, "float32"), 16000)
+    sf.write(
+        tmp_path / "blip.wav",
+        np.r_[np.zeros(16000), 0.3 * np.sin(np.arange(1600) / 3), np.zeros(16000)].astype(
+            "float32"
+        ),
+        16000,
+    )
+    cases = {
+        "text.wav": "cannot decode",
+        "empty.wav": "cannot decode",
+        "silence.wav": "no speech detected",
+        "blip.wav": "no speech detected",
+        "missing.wav": "cannot decode",
+    }
+    for name, message in cases.items():
+        assert main([good, str(tmp_path / name), "-c", str(trained)]) == 2, name
+        assert message in capsys.readouterr().err, name
+    broken = tmp_path / "broken-run"
+    (broken / "checkpoints" / "ckpt-00000001").mkdir(parents=True)
+    (broken / "checkpoints" / "ckpt-00000001" / "state.json").write_text("{oops")
+    assert main([good, good, "-c", str(broken)]) == 2
+    assert "unreadable state.json" in capsys.readouterr().err
+    assert main([good, good, "-c", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_embed_writes_rows_and_lists_skipped(trained, speech_subset, tmp_path):
+    from learner.embed import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in files(speech_subset, "remy_philippe", 3):
+        (src / Path(f).name).symlink_to(f)
+    sf.write(src / "zz_silence.wav", np.zeros(16000, "float32"), 16000)
+    assert main([str(src), "-c", str(trained), "-o", str(tmp_path / "out")]) == 0
+    emb = np.load(tmp_path / "out" / "embeddings.npy")
+    assert emb.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert len((tmp_path / "out" / "index.tsv").read_text().splitlines()) == 3
+    assert "zz_silence.wav" in (tmp_path / "out" / "skipped.tsv").read_text()
+
+
+def test_enroll_and_identify(trained, speech_subset, tmp_path, capsys):
+    from learner.enroll import main as enroll
+    from learner.identify import main as identify
+
+    store = str(tmp_path / "team.json")
+    probe = files(speech_subset, "arctic_axb", 1)[0]
+    assert (
+        enroll(
+            ["jackson", *files(speech_subset, "fsdd_jackson"), "-c", str(trained), "--store", store]
+        )
+        == 0
+    )
+    assert (
+        enroll(
+            ["remy", *files(speech_subset, "remy_philippe"), "-c", str(trained), "--store", store]
+        )
+        == 0
+    )
+    assert enroll(["axb", probe, "-c", str(trained), "--store", store]) == 0
+    capsys.readouterr()
+    assert identify([probe, "-c", str(trained), "--store", store, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    names = [x["speaker"] for x in r["ranking"]]
+    scores = [x["score"] for x in r["ranking"]]
+    assert sorted(names) == ["axb", "jackson", "remy"] and names[0] == "axb"
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0, abs=1e-4)
+    data = json.loads(Path(store).read_text())
+    data["spec"] = "another-spec"
+    Path(store).write_text(json.dumps(data))
+    assert identify([probe, "-c", str(trained), "--store", store]) == 2
+    assert "enrol again" in capsys.readouterr().err
+
+
+def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
+    from sklearn.metrics import roc_curve
+
+    out = tmp_path / "eval"
+    assert (
+        evaluate_main(
+            [
+                "--data",
+                str(speech_subset),
+                "-c",
+                str(trained),
+                "-o",
+                str(out),
+                "--n-trials",
+                "400",
+                "--baseline",
+                "mfcc",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    rows = np.loadtxt(out / "scores.tsv")
+    labels, scores = rows[:, 0], rows[:, 1]
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1 - tpr
+    i = np.nanargmin(np.abs(fnr - fpr))
+    assert summary["model"]["eer"] == pytest.approx((fpr[i] + fnr[i]) / 2, abs=1.0 / labels.sum())
+    assert 0 <= summary["mfcc"]["eer"] <= 0.6 and summary["mfcc"]["trials"] > 100
+    assert (out / "det.png").stat().st_size > 5000 and (out / "scores.png").exists()
+
+
+def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
+    from learner.export import main
+
+    assert main(["-c", str(trained), "-o", str(tmp_path / "exp")]) == 0
+    model = SpeakerModel.load(trained)
+    feats = model.features(files(speech_subset, "fsdd_nicolas", 1)[0])[:100][None]
+    np.save(tmp_path / "x.npy", feats.astype("float32"))
+    want = np.asarray(model.model(feats, training=False))
+    code = f"""
+import sys, numpy as np, keras, tensorflow as tf
+x = np.load({str(tmp_path / "x.npy")!r})
+k = keras.saving.load_model({str(tmp_path / "exp" / "model.keras")!r})
+s = tf.saved_model.load({str(tmp_path / "exp" / "saved_model")!r})
+assert 'learner' not in sys.modules and 'cluster' not in sys.modules
+np.save({str(tmp_path / "k.npy")!r}, np.asarray(k(x)))
+np.save({str(tmp_path / "s.npy")!r}, np.asarray(s.serve(x)))
+"""
+    env = {**os.environ, "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), want, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, atol=1e-5)
+    front = json.loads((tmp_path / "exp" / "frontend.json").read_text())
+    assert front["feature_spec"] == model.spec and front["n_mels"] == 64
+    assert open_database is not None
