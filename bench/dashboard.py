@@ -9,6 +9,7 @@ which is what every 2-second tick costs.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+import plotly.utils  # noqa: E402
 
 from bench.common import median, report  # noqa: E402
 from cluster import metrics as M  # noqa: E402
@@ -50,12 +52,15 @@ def fill(client, run: str, start: int, n: int, chunk: int = 20_000) -> None:
 
 
 def draw(s: RunSeries) -> None:
-    F.summary_line(s)
-    F.loss_figure(s).to_plotly_json()
-    F.similarity_figure(s, 0.1).to_plotly_json()
-    F.eer_figure(s).to_plotly_json()
-    F.timing_figure(s).to_plotly_json()
-    F.producers_figure(s).to_plotly_json()
+    """Build every figure and serialise it as Dash would send it."""
+    figs = [
+        F.loss_figure(s),
+        F.similarity_figure(s, 0.1),
+        F.eer_figure(s),
+        F.timing_figure(s),
+        F.producers_figure(s),
+    ]
+    json.dumps([F.summary_line(s), *figs], cls=plotly.utils.PlotlyJSONEncoder)
 
 
 def measure(client, run: str, n: int) -> dict:

@@ -89,6 +89,8 @@ class SamplerConfig:
 @dataclass(frozen=True)
 class ProducerConfig:
     count: int = 0  # 0: one per spare CPU
+    max_count: int = 64  # the autoscaler never asks for more producers than this
+    autoscale_wait_share: float = 0.05  # learner waiting more than this: more producers (0: off)
     queue_size: int = 16  # batches in flight; a full queue blocks producers
     num_cpus: float = 1.0
     put_timeout: float = 1.0  # seconds a blocked put waits before re-checking for stop

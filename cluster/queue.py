@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 from ray.util.queue import Empty, Full, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.batch import Batch
 
@@ -72,6 +73,11 @@ class Envelope:
         )
 
 
+def on_this_node() -> NodeAffinitySchedulingStrategy:
+    """Pin an actor to the driver's node: the run's bookkeeping must not leave with a worker node."""
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def create_queue(run_id: str, maxsize: int, num_cpus: float = 0) -> Queue:
     """Create the run's queue as a named actor other drivers can find by run id."""
     if maxsize <= 0:
@@ -85,6 +91,7 @@ def create_queue(run_id: str, maxsize: int, num_cpus: float = 0) -> Queue:
             # A queue restarted by Ray would be empty but usable: producers and learner go on.
             "max_restarts": -1,
             "max_task_retries": 0,
+            "scheduling_strategy": on_this_node(),
         },
     )
 
@@ -164,7 +171,12 @@ def create_registry(
 ) -> Any:
     return (
         ray.remote(RunRegistry)
-        .options(name=registry_name(run_id), namespace=NAMESPACE, num_cpus=0)
+        .options(
+            name=registry_name(run_id),
+            namespace=NAMESPACE,
+            num_cpus=0,
+            scheduling_strategy=on_this_node(),
+        )
         .remote(run_id, config, run_dir, sampler_states, redis_url)
     )
 
@@ -233,7 +245,11 @@ class BatchStream(Iterator[Batch]):
                 ready, _ = ray.wait([self._pending[0]], timeout=self.poll)
                 if not ready:
                     continue
-                envelope = ray.get(self._pending.popleft())
+                try:
+                    envelope = ray.get(self._pending.popleft())
+                except ray.exceptions.ActorUnavailableError:
+                    time.sleep(self.poll)  # the queue actor is restarting; ask again
+                    continue
                 try:
                     batch = ray.get(envelope.ref)
                 except (ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError):

@@ -106,27 +106,46 @@ class RunsDirSource:
 
 @dataclass
 class Stream:
+    """One Redis stream read incrementally into growable float64 columns (or raw rows)."""
+
     key: str
     last_id: str = "0-0"
-    columns: dict[str, list[float]] = field(default_factory=dict)
-    rows: list[dict[str, str]] = field(default_factory=list)  # for non-numeric streams
     keep_rows: bool = False
+    rows: list[dict[str, str]] = field(default_factory=list)  # for non-numeric streams
     n: int = 0
+    _cols: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        return {k: v[: self.n] for k, v in self._cols.items()}
+
+    def _append(self, name: str, values: np.ndarray) -> None:
+        col = self._cols.get(name)
+        if col is None:  # a new field: NaN for the entries before it
+            col = self._cols[name] = np.full(max(16, 2 * (self.n + len(values))), np.nan)
+        if len(col) < self.n + len(values):  # grow by doubling: appends stay amortised O(1)
+            bigger = np.full(2 * (self.n + len(values)), np.nan)
+            bigger[: len(col)] = col
+            col = self._cols[name] = bigger
+        col[self.n : self.n + len(values)] = values
 
     def read(self, client: redis.Redis) -> int:
         """Append entries newer than ``last_id``; returns how many arrived."""
         got = 0
         while True:
             entries = client.xrange(self.key, min=f"({self.last_id}", max="+", count=READ_CHUNK)
-            for _, fields in entries:
-                if self.keep_rows:
-                    self.rows.append(fields)
-                    continue
-                for k in fields.keys() - self.columns.keys():  # a new field: NaN before it
-                    self.columns[k] = [float("nan")] * self.n
-                for k, col in self.columns.items():
-                    col.append(_float(fields[k]) if k in fields else float("nan"))
-                self.n += 1
+            if entries and self.keep_rows:
+                self.rows.extend(fields for _, fields in entries)
+            elif entries:
+                names = set(self._cols).union(*(fields.keys() for _, fields in entries))
+                for name in names:
+                    raw = [fields.get(name, "nan") for _, fields in entries]
+                    try:
+                        values = np.array(raw).astype(np.float64)
+                    except ValueError:
+                        values = np.array([_float(v) for v in raw])
+                    self._append(name, values)
+                self.n += len(entries)
             if entries:
                 self.last_id = entries[-1][0]
                 got += len(entries)
@@ -134,7 +153,8 @@ class Stream:
                 return got
 
     def array(self, name: str) -> np.ndarray:
-        return np.asarray(self.columns.get(name, []), dtype=np.float64)
+        col = self._cols.get(name)
+        return col[: self.n] if col is not None else np.full(self.n, np.nan)
 
 
 def _float(v: str) -> float:

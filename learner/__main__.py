@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = create_registry(run.run_id, cfg.to_dict(), str(run.path), states, url)
     queue = create_queue(run.run_id, cfg.producer.queue_size)
     count = cfg.producer.count or spare_cpus(reserved=1)
-    start_producers(cfg, run.run_id, count, registry=registry)
+    # The learner first: it holds its node (GPU, `learner` resource) before producers
+    # could take that node's CPUs.
     actor = (
         ray.remote(LearnerActor)
         .options(**learner_options(cfg, ray))
@@ -169,16 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     code = 0
     try:
-        info = ray.get(actor.info.remote())
+        info = ray.get(actor.info.remote())  # placed and built: now producers may fill the rest
+        start_producers(cfg, run.run_id, count, registry=registry)
         log.info(
             "learner: %s, %d parameters, %d producer(s)", info["device"], info["params"], count
         )
         writer.meta(status="running", device=info["device"], params=info["params"], producers=count)
-        code = train_loop(cfg, actor, info["step"], a.no_progress, evaluate_first=resume is None)
+        scaler = Autoscaler(cfg, run.run_id, count, registry, writer)
+        code = train_loop(cfg, actor, info["step"], a.no_progress, resume is None, scaler)
     except KeyboardInterrupt:
         print("\ninterrupted: writing a checkpoint and shutting down", file=sys.stderr)
         code = 130
-    except ray.exceptions.RayTaskError as exc:
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
         print(f"error: {exc.cause if hasattr(exc, 'cause') else exc}", file=sys.stderr)
         code = 1
     finally:
@@ -218,7 +221,73 @@ def _final_save(actor, ray) -> str | None:
         return None
 
 
-def train_loop(cfg, actor, start: int, quiet: bool, evaluate_first: bool) -> int:
+class Autoscaler:
+    """Asks for more producers when the learner waits for data too much of its time.
+
+    After ``patience`` consecutive progress intervals in which the learner spent more
+    than ``producer.autoscale_wait_share`` of its time waiting, it asks Ray's autoscaler
+    for one more producer's CPUs (``request_resources``; an autoscaling cluster adds a
+    node), starts one more producer if the cluster has room, and says so in the log and
+    the metrics (event ``scale``).
+    """
+
+    def __init__(self, cfg, run_id: str, count: int, registry, writer, patience: int = 3) -> None:
+        self.cfg, self.run_id, self.count = cfg, run_id, count
+        self.registry, self.writer, self.patience = registry, writer, patience
+        self.high = 0
+        self.last = (0.0, 0.0)
+
+    def observe(self, totals: dict[str, float]) -> bool:
+        """Feed the learner's cumulative wait/step seconds; True when it scaled up."""
+        threshold = self.cfg.producer.autoscale_wait_share
+        wait, step = totals["wait"] - self.last[0], totals["step"] - self.last[1]
+        self.last = (totals["wait"], totals["step"])
+        if threshold <= 0 or wait + step <= 0:
+            return False
+        share = wait / (wait + step)
+        self.high = self.high + 1 if share > threshold else 0
+        if self.high < self.patience or self.count >= self.cfg.producer.max_count:
+            return False
+        self.high = 0
+        return self.scale_up(share)
+
+    def scale_up(self, share: float) -> bool:
+        import ray
+        from ray.autoscaler.sdk import request_resources
+
+        from workers.pool import start_producers
+
+        want = self.count + 1
+        cpus = self.cfg.producer.num_cpus
+        try:  # on a cluster without an autoscaler this only records the request
+            request_resources(bundles=[{"CPU": cpus}] * want)
+        except Exception as exc:  # noqa: BLE001 - scaling is best effort
+            log.info("autoscaler request failed: %s", exc)
+        room = ray.available_resources().get("CPU", 0) >= cpus
+        if room:
+            start_producers(self.cfg, self.run_id, 1, registry=self.registry)
+            self.count = want
+        log.warning(
+            "the learner waited for data %.0f%% of its time: asked Ray for CPUs for %d producers%s",
+            100 * share,
+            want,
+            "; started one more" if room else " (no free CPU yet)",
+        )
+        self.writer.event(
+            "scale",
+            {
+                "wait_share": share,
+                "requested_producers": want,
+                "started": room,
+                "producers": self.count,
+            },
+        )
+        return room
+
+
+def train_loop(
+    cfg, actor, start: int, quiet: bool, evaluate_first: bool, scaler: Autoscaler | None = None
+) -> int:
     import ray
     from tqdm import tqdm
 
@@ -247,6 +316,8 @@ def train_loop(cfg, actor, start: int, quiet: bool, evaluate_first: bool) -> int
             if summary.get("best_eer") is not None:
                 post["EER"] = f"{100 * summary['last_eval']['eer']:.1f}%"
             bar.set_postfix(post)
+            if scaler is not None:
+                scaler.observe(summary["totals"])
             if quiet:
                 log.info("step %d %s", step, post)
     elapsed = time.time() - t_start

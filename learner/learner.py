@@ -262,6 +262,7 @@ class Learner:
             "last_eval": self.last_eval,
             "collapsed": self.collapsed,
             "tracing_count": self.train_step.tracing_count,
+            "totals": dict(self.totals),
         }
 
 

@@ -101,6 +101,7 @@ class BatchProducer:
         self.blocked_seconds = 0.0
         self.started = time.time()
         self.queue_gone = False
+        self._put_since: float | None = None
         log.info("producer %d ready: %s, %d training speakers", worker_id, db.summary(), len(train))
 
     def stop(self) -> None:
@@ -113,7 +114,9 @@ class BatchProducer:
             "built": self.built,
             "build_seconds": self.build_seconds,
             "mean_build_seconds": self.build_seconds / max(self.built, 1),
-            "blocked_seconds": self.blocked_seconds,
+            # Time spent waiting on a full queue, including a wait still going on.
+            "blocked_seconds": self.blocked_seconds
+            + (time.perf_counter() - since if (since := self._put_since) else 0.0),
             "batches_per_second": self.built / elapsed,
             "rejected": dict(self.builder.rejected),
             "cache_computed": self.source.computed,
@@ -121,7 +124,7 @@ class BatchProducer:
 
     def _put(self, item: Any) -> bool:
         """Put, waiting while the queue is full; False if stopped first."""
-        t0 = time.perf_counter()
+        t0 = self._put_since = time.perf_counter()
         try:
             while not self._stop.is_set():
                 try:
@@ -129,8 +132,12 @@ class BatchProducer:
                     return True
                 except (StdFull, RayFull):
                     continue
+                except ray.exceptions.ActorUnavailableError:
+                    time.sleep(self.cfg.producer.put_timeout)  # restarting: try again
+                    continue
             return False
         finally:
+            self._put_since = None
             self.blocked_seconds += time.perf_counter() - t0
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
