@@ -34,7 +34,7 @@ class Fig(dict):
 def _fig(title: str, xaxis_title: str = "", yaxis_type: str = "linear", **kw) -> Fig:
     layout = dict(
         LAYOUT,
-        title=dict(text=title),
+        title=dict(text=title, x=0.01, xanchor="left"),
         xaxis=dict(AXIS, title=dict(text=xaxis_title)),
         yaxis=dict(AXIS, type=yaxis_type),
         **kw,

@@ -134,3 +134,88 @@ def test_ctrl_c_checkpoints_and_leaves_no_process(tmp_path):
         ]
         == ckpt.step
     )
+
+
+def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
+    proc = subprocess.Popen(
+        learner_cmd(
+            "--runs",
+            str(tmp_path),
+            "--run-id",
+            "k",
+            "--steps",
+            "100000",
+            "--set",
+            "learner.checkpoint_every=2",
+            "--set",
+            "learner.eval_every=0",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "REDIS_URL": ""},
+    )
+    ckpts = CheckpointManager(tmp_path / "k" / "checkpoints")
+    deadline = time.time() + 180
+    while time.time() < deadline and (ckpts.latest() is None or ckpts.latest().step < 6):
+        time.sleep(0.2)
+    assert ckpts.latest() is not None, "no checkpoint within 3 minutes"
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its learner and producers, mid-write
+    proc.wait(timeout=30)
+    for c in ckpts.all():  # nothing half-written is visible
+        assert c.state()["step"] == c.step and len(c.arrays("weights")) > 10
+    last = ckpts.latest().step
+    again = run(learner_cmd("--resume", str(tmp_path / "k"), "--steps", str(last + 3)))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {ckpts.dir}" in again.stderr or "resumed" in again.stderr
+    assert ckpts.latest().step == last + 3
+    steps, status = train_steps(tmp_path / "k")
+    assert status == "finished" and steps[-3:] == [last + 1, last + 2, last + 3]
+    time.sleep(1)
+    assert not [
+        p
+        for p in family
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+def test_redis_stopped_and_restarted_mid_run(tmp_path):
+    server = EmbeddedRedis(tmp_path / "store")
+    url = server.start(die_with_parent=False)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    proc = subprocess.Popen(
+        learner_cmd(
+            "--runs",
+            str(tmp_path),
+            "--run-id",
+            "rr",
+            "--steps",
+            "400",
+            "--set",
+            "learner.eval_every=0",
+            "--redis",
+            url,
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    while True:
+        line = proc.stdout.readline()
+        assert line, "the run ended before training started"
+        if "INFO learner: step" in line:
+            break
+    server.stop()  # Redis gone mid-run
+    time.sleep(3)
+    server.start(port=port, die_with_parent=False)  # back, same data
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert "is unreachable" in out and "Redis is back" in out  # noticed, said once, recovered
+    client = M.connect(url)
+    steps = [int(f["step"]) for _, f in client.xrange(M.train_key("rr"))]
+    assert steps == list(range(1, 401))  # nothing lost: buffered while Redis was down
+    assert client.hget(M.meta_key("rr"), "status") == "finished"
+    server.stop()

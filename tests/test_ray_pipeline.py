@@ -117,3 +117,28 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
     producer = BatchProducer(run_cfg, 0, std_queue.Queue(100))
     producer.run(max_batches=5)
     assert producer.source.computed == 0
+
+
+def test_autoscaler_adds_a_producer_when_the_learner_starves(ray_session, redis_server):
+    from cluster import metrics as M
+    from cluster.metrics import MetricsWriter
+    from learner.__main__ import Autoscaler
+
+    _, url = redis_server
+    cfg = load_config("smoke", ["producer.autoscale_wait_share=0.2"])
+    registry, queue = new_run(cfg, "t-scale")
+    writer = MetricsWriter(url, "t-scale", "driver")
+    scaler = Autoscaler(cfg, "t-scale", 0, registry, writer, patience=2)
+    totals = {"wait": 0.0, "step": 0.0}
+    busy = [(0.05, 1.0), (0.05, 1.0)]  # 5% waiting: nothing happens
+    starved = [(1.0, 1.0), (1.0, 1.0)]  # 50% waiting, twice: scale up
+    decisions = []
+    for wait, step in busy + starved:
+        totals = {"wait": totals["wait"] + wait, "step": totals["step"] + step}
+        decisions.append(scaler.observe(totals))
+    assert decisions == [False, False, False, True]
+    assert len(ray.get(registry.producers.remote())) == 1
+    writer.close()
+    events = M.connect(url).xrange(M.events_key("t-scale"))
+    assert [e["kind"] for _, e in events] == ["scale"]
+    stop_producers("t-scale")
