@@ -189,6 +189,33 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     assert summary["model"]["eer"] == pytest.approx((fpr[i] + fnr[i]) / 2, abs=1.0 / labels.sum())
     assert 0 <= summary["mfcc"]["eer"] <= 0.6 and summary["mfcc"]["trials"] > 100
     assert (out / "det.png").stat().st_size > 5000 and (out / "scores.png").exists()
+    # AS-Norm with a cohort of other speakers' recordings changes the scores, not the trials.
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for f in files(speech_subset, "libri_103", 3) + files(speech_subset, "libri_1034", 3):
+        (cohort / Path(f).name).symlink_to(f)
+    normed = tmp_path / "eval-asnorm"
+    assert (
+        evaluate_main(
+            [
+                "--data",
+                str(speech_subset),
+                "-c",
+                str(trained),
+                "-o",
+                str(normed),
+                "--n-trials",
+                "400",
+                "--asnorm",
+                str(cohort),
+            ]
+        )
+        == 0
+    )
+    s2 = json.loads((normed / "summary.json").read_text())
+    assert s2["asnorm_cohort"] == len(list(cohort.iterdir()))
+    assert s2["model"]["trials"] == summary["model"]["trials"]
+    assert not np.allclose(np.loadtxt(normed / "scores.tsv")[:, 1], scores)
 
 
 def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
