@@ -56,7 +56,7 @@ class go:  # noqa: N801 - keeps the figure code below reading like plotly's own 
         return _trace("scatter", x, y, **kw)
 
 
-def loss_figure(s: RunSeries, log_scale: bool = False, margin: float | None = None) -> Fig:
+def loss_figure(s: RunSeries, log_scale: bool = False) -> Fig:
     steps, loss = s.train.array("step"), s.train.array("loss")
     fig = _fig("Triplet loss", xaxis_title="step", yaxis_type="log" if log_scale else "linear")
     idx = minmax(loss, MAX_POINTS)

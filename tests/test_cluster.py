@@ -118,9 +118,11 @@ def test_killed_producer_is_restarted_and_training_continues(run):
         except ray.exceptions.RayActorError:
             time.sleep(0.5)
     assert pid_of(victim) != old  # Ray restarted it in a new process
-    built = ray.get(victim.stats.remote())["built"]
     ray.get(learner.train.remote(6), timeout=120)
-    assert ray.get(victim.stats.remote())["built"] > built or built > 0
+    deadline = time.time() + 30
+    while time.time() < deadline and ray.get(victim.stats.remote())["built"] == 0:
+        time.sleep(0.5)
+    assert ray.get(victim.stats.remote())["built"] > 0  # and its loop runs again
 
 
 def test_stalled_learner_blocks_producers_with_bounded_memory(run):

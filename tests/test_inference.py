@@ -18,7 +18,7 @@ from learner.checkpoint import CheckpointManager
 from learner.evaluate import main as evaluate_main
 from learner.inference import SpeakerModel
 from learner.learner import Learner
-from workers.producer import BatchProducer, open_database
+from workers.producer import BatchProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,27 +159,17 @@ def test_enroll_and_identify(trained, speech_subset, tmp_path, capsys):
     assert "enrol again" in capsys.readouterr().err
 
 
+def evaluate(checkpoint: Path, data: Path, out: Path, *extra: str) -> int:
+    return evaluate_main(
+        ["--data", str(data), "-c", str(checkpoint), "-o", str(out), "--n-trials", "400", *extra]
+    )
+
+
 def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     from sklearn.metrics import roc_curve
 
     out = tmp_path / "eval"
-    assert (
-        evaluate_main(
-            [
-                "--data",
-                str(speech_subset),
-                "-c",
-                str(trained),
-                "-o",
-                str(out),
-                "--n-trials",
-                "400",
-                "--baseline",
-                "mfcc",
-            ]
-        )
-        == 0
-    )
+    assert evaluate(trained, speech_subset, out, "--baseline", "mfcc") == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = np.loadtxt(out / "scores.tsv")
     labels, scores = rows[:, 0], rows[:, 1]
@@ -195,23 +185,7 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     for f in files(speech_subset, "libri_103", 3) + files(speech_subset, "libri_1034", 3):
         (cohort / Path(f).name).symlink_to(f)
     normed = tmp_path / "eval-asnorm"
-    assert (
-        evaluate_main(
-            [
-                "--data",
-                str(speech_subset),
-                "-c",
-                str(trained),
-                "-o",
-                str(normed),
-                "--n-trials",
-                "400",
-                "--asnorm",
-                str(cohort),
-            ]
-        )
-        == 0
-    )
+    assert evaluate(trained, speech_subset, normed, "--asnorm", str(cohort)) == 0
     s2 = json.loads((normed / "summary.json").read_text())
     assert s2["asnorm_cohort"] == len(list(cohort.iterdir()))
     assert s2["model"]["trials"] == summary["model"]["trials"]
@@ -249,4 +223,3 @@ np.save({str(tmp_path / "s.npy")!r}, np.asarray(s.serve(x)))
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, atol=1e-5)
     front = json.loads((tmp_path / "exp" / "frontend.json").read_text())
     assert front["feature_spec"] == model.spec and front["n_mels"] == 64
-    assert open_database is not None

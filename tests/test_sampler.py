@@ -83,7 +83,7 @@ def test_producer_survives_every_bad_file(tmp_path):
     for s in range(3):
         for u in range(2):
             write_wav(tmp_path / f"s{s}" / f"{u}.wav", 1.0, f0=120 + 40 * s)
-    bad = write_bad_files(tmp_path / "s1")
+    write_bad_files(tmp_path / "s1")
     # A file whose header is fine but whose body was overwritten later: decodes as noise-free zero.
     import soundfile as sf
 
@@ -98,7 +98,7 @@ def test_producer_survives_every_bad_file(tmp_path):
     assert stats["rejected"].get("no_speech", 0) >= 1  # silent files found and discarded
     discarded = {producer.db.utterances[i].path for i in producer.sampler.discarded}
     assert discarded <= {"s1/silent.wav", "s2/silent2.wav"}
-    assert "s1/" + bad["silent"].name in discarded or "s2/silent2.wav" in discarded
+    assert discarded  # at least one silent file was drawn, found and dropped
     while not q.empty():
         q.get().validate(spec=cfg.features.fingerprint())
     # The rejection is remembered in the cache: a new producer does not decode it again.
