@@ -118,8 +118,21 @@ class CheckpointManager:
     def all(self) -> list[Checkpoint]:
         if not self.dir.is_dir():
             return []
+        self._recover()
         found = [Checkpoint(p) for p in self.dir.iterdir() if _NAME.match(p.name) and p.is_dir()]
         return sorted(found, key=lambda c: c.step)
+
+    def _recover(self) -> None:
+        """Undo a re-save of one step that was killed between its two renames."""
+        for old in self.dir.glob(".old-ckpt-*"):
+            final = self.dir / old.name[len(".old-") :].rsplit("-", 1)[0]
+            try:
+                if final.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.rename(old, final)
+            except OSError:
+                pass  # another process is doing the same
 
     def latest(self) -> Checkpoint | None:
         found = self.all()
@@ -154,9 +167,14 @@ class CheckpointManager:
             fh.flush()
             os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. at exit right after a periodic save)
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # the same step saved again (e.g. at exit right after a periodic
+            # save): move the old one aside first, so a kill at any point leaves one in place
+            old = self.dir / f".old-{final.name}-{os.getpid()}"
+            os.rename(final, old)
         os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(self.dir)
         ckpt = Checkpoint(final)
         if best:

@@ -153,3 +153,14 @@ def test_killing_a_writer_never_leaves_a_broken_checkpoint(tmp_path):
             arrays = ckpt.arrays("weights")
             assert len(arrays) == 8 and all(a.shape == (256, 1024) for a in arrays.values())
         assert mgr.latest() is not None, attempt
+
+
+def test_resaving_a_step_never_leaves_it_missing(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep=3)
+    w = {"0000/x": np.zeros(3)}
+    mgr.save(4, w, w, {"reason": "periodic"})
+    # A process killed between moving the old copy aside and renaming the new one in:
+    os.rename(tmp_path / "ckpt-00000004", tmp_path / ".old-ckpt-00000004-999")
+    assert [c.step for c in mgr.all()] == [4]  # recovered on the next look
+    again = mgr.save(4, w, w, {"reason": "exit"})
+    assert again.state()["reason"] == "exit" and not list(tmp_path.glob(".old-*"))
