@@ -14,7 +14,8 @@ are stored by variable path in plain ``.npz`` (no pickle), so a checkpoint
 loads across TensorFlow/Keras versions and backends; a checkpoint of another
 feature configuration or model shape is refused with a clear message.
 
-Retention keeps the newest ``keep`` checkpoints plus the best by EER
+Retention keeps the newest ``keep`` checkpoints plus the best by EER; a checkpoint is
+renamed out of sight before it is deleted, so deletion is atomic too
 (recorded in ``checkpoints/best.json``).
 """
 
@@ -122,13 +123,23 @@ class CheckpointManager:
         found = [Checkpoint(p) for p in self.dir.iterdir() if _NAME.match(p.name) and p.is_dir()]
         return sorted(found, key=lambda c: c.step)
 
+    def _remove(self, path: Path) -> None:
+        """Delete a checkpoint folder: renamed out of sight first (atomic), then removed, so a
+        kill during the slow part never leaves a visible, half-deleted checkpoint."""
+        gone = self.dir / f".del-{path.name}-{os.getpid()}"
+        try:
+            os.rename(path, gone)
+        except OSError:
+            return
+        shutil.rmtree(gone, ignore_errors=True)
+
     def _recover(self) -> None:
         """Undo a re-save of one step that was killed between its two renames."""
         for old in self.dir.glob(".old-ckpt-*"):
             final = self.dir / old.name[len(".old-") :].rsplit("-", 1)[0]
             try:
                 if final.exists():
-                    shutil.rmtree(old, ignore_errors=True)
+                    self._remove(old)
                 else:
                     os.rename(old, final)
             except OSError:
@@ -174,7 +185,7 @@ class CheckpointManager:
             os.rename(final, old)
         os.rename(tmp, final)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            self._remove(old)
         _fsync_dir(self.dir)
         ckpt = Checkpoint(final)
         if best:
@@ -185,7 +196,7 @@ class CheckpointManager:
         return ckpt
 
     def _retain(self) -> None:
-        for stale in self.dir.glob(".tmp-*"):
+        for stale in [*self.dir.glob(".tmp-*"), *self.dir.glob(".del-*")]:
             if not stale.name.endswith(f"-{os.getpid()}"):
                 shutil.rmtree(stale, ignore_errors=True)
         keep = {c.path for c in self.all()[-self.keep :]}
@@ -194,7 +205,7 @@ class CheckpointManager:
             keep.add(best.path)
         for ckpt in self.all():
             if ckpt.path not in keep:
-                shutil.rmtree(ckpt.path, ignore_errors=True)
+                self._remove(ckpt.path)
 
     def size_bytes(self, ckpt: Checkpoint) -> int:
         return sum(f.stat().st_size for f in ckpt.path.iterdir())

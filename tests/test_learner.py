@@ -136,7 +136,7 @@ KILLER = textwrap.dedent("""
 def test_killing_a_writer_never_leaves_a_broken_checkpoint(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     rng = np.random.default_rng(0)
-    for attempt in range(6):
+    for attempt in range(12):
         proc = subprocess.Popen(
             [sys.executable, "-c", KILLER, str(tmp_path)],
             env=env,
