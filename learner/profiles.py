@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from cluster.runs import atomic_write_text
 
 
 class ProfileStore:
@@ -40,6 +41,4 @@ class ProfileStore:
         return names, np.array([self.data["speakers"][n]["embedding"] for n in names], np.float32)
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data))

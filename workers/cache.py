@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cluster.config import FeatureConfig
+from cluster.runs import atomic_write_text
 from workers.audio import AudioError, TooShort, load_speech
 from workers.corpus import SpeakerDatabase, corpus_key, default_cache_root
 from workers.features import LogMel
@@ -77,10 +78,7 @@ class FeatureStore:
 
     def reject(self, rel: str, reason: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.rej(rel)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"path": rel, "reason": reason}))
-        os.replace(tmp, path)
+        atomic_write_text(self.rej(rel), json.dumps({"path": rel, "reason": reason}))
 
     def rejection(self, rel: str) -> str:
         try:

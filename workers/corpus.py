@@ -31,6 +31,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from cluster.runs import atomic_write_text
 from workers.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,6 @@ def _read_manifest_cache(path: Path) -> dict[str, list]:
 def _write_manifest_cache(path: Path, entries: dict[str, list]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": MANIFEST_VERSION, "files": entries}))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"version": MANIFEST_VERSION, "files": entries}))
     except OSError as exc:  # a read-only home must not stop training
         log.warning("cannot write the manifest cache %s: %s", path, exc)
