@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from dash import Dash, Input, Output, State, dcc, html
+from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from dashboard import figures as F
 from dashboard.store import RunSeries, StoreUnavailable
@@ -25,12 +25,13 @@ class Dashboard:
         self.lock = threading.Lock()
         self.app = build_app(self, refresh_ms)
 
-    def run_options(self) -> tuple[list[dict], str]:
-        """Dropdown options (newest first) and a message ('' when fine)."""
+    def run_options(self) -> tuple[list[dict] | None, str]:
+        """Dropdown options (newest first) and a message ('' when fine); options are None
+        when the store cannot be read, so the page keeps the selection it has."""
         try:
             runs = self.source.runs()
         except StoreUnavailable as exc:
-            return [], f"{exc}. Is the server running? (--redis URL or REDIS_URL)"
+            return None, f"{exc}. Is the server running? (--redis URL or REDIS_URL)"
         if not runs:
             return [], f"No runs yet in {self.source.describe()}. Start one with: python -m learner"
         return [
@@ -67,7 +68,10 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
                     ),
                 ],
             ),
+            # Two message lines, one per callback: if both callbacks wrote one element, whichever
+            # response arrived last would win and could blank the other's message.
             html.Div(id="message", style={"color": "#b30000", "margin": "8px 0"}),
+            html.Div(id="run-message", style={"color": "#b30000", "margin": "8px 0"}),
             html.Div(id="summary", style={"fontWeight": "600", "margin": "8px 0"}),
             html.Div(
                 style={"display": "grid", "gridTemplateColumns": "1fr 1fr", "gap": "8px"},
@@ -95,6 +99,8 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
     )
     def update_runs(_, current):
         options, message = board.run_options()
+        if options is None:  # a blip of the store must not drop the run being watched
+            return no_update, no_update, message
         values = [o["value"] for o in options]
         value = current if current in values else (values[0] if values else None)
         return options, value, message
@@ -106,11 +112,10 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         Output("eer-graph", "figure"),
         Output("timing-graph", "figure"),
         Output("producers-graph", "figure"),
-        Output("message", "children", allow_duplicate=True),
+        Output("run-message", "children"),
         Input("tick", "n_intervals"),
         Input("run", "value"),
         Input("log-scale", "value"),
-        prevent_initial_call=True,
     )
     def update_charts(_, run_id, log_scale):
         empty = [F._fig("")] * 5
@@ -119,8 +124,8 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         t0 = time.perf_counter()
         try:
             s = board.refresh(run_id)
-        except StoreUnavailable as exc:
-            return "", *empty, f"{exc}. Is the server running? (--redis URL or REDIS_URL)"
+        except StoreUnavailable as exc:  # keep the charts drawn so far; say they are stale
+            return (no_update,) * 6 + (f"Showing the data read so far: {exc}",)
         try:
             margin = _margin(s)
             out = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -50,6 +51,7 @@ def browser():
 @pytest.fixture()
 def served(redis_server):
     _, url = redis_server
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     board = Dashboard(UrlSource(url), refresh_ms=500)
     port = free_port()
     server = make_server("127.0.0.1", port, board.app.server, threaded=True)
@@ -96,3 +98,28 @@ def test_dashboard_says_when_the_store_is_empty(browser, served):
     _, page = served
     browser.get(page)
     wait_for(lambda: browser.find_element("id", "message").text.startswith("No runs yet"), True)
+    # Both callbacks fire on every tick; the empty-store message must survive several of them.
+    time.sleep(2.0)
+    assert browser.find_element("id", "message").text.startswith("No runs yet")
+    assert browser.find_element("id", "run-message").text == ""
+
+
+def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served, redis_server):
+    server, url = redis_server
+    write_run(url, "run-b", 20)
+    browser.get(served[1])
+    wait_for(lambda: loss_points(browser), 20)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server.stop()
+    wait_for(lambda: "cannot reach Redis" in browser.find_element("id", "message").text, True)
+    wait_for(
+        lambda: "Showing the data read so far" in browser.find_element("id", "run-message").text,
+        True,
+    )
+    assert loss_points(browser) == 20  # the charts drawn so far stay
+    assert "run-b" in browser.find_element("id", "run").text  # and so does the selection
+    server.start(port=port)  # the same data folder: nothing was lost
+    write_run(url, "run-b", 10, start=20, evals=False)
+    wait_for(lambda: loss_points(browser), 30)
+    wait_for(lambda: browser.find_element("id", "message").text, "")
+    assert browser.find_element("id", "run-message").text == ""

@@ -127,7 +127,7 @@ def test_dashboard_messages(tmp_path, redis_server):
     )
     gone = Dashboard(UrlSource("redis://:x@127.0.0.1:1/0"))
     options, message = gone.run_options()
-    assert options == [] and "cannot reach Redis at 127.0.0.1:1/0" in message
+    assert options is None and "cannot reach Redis at 127.0.0.1:1/0" in message
     _, url = redis_server
     MetricsWriter(url, "fresh").meta(started_at=time.time(), status="starting")
     board = Dashboard(UrlSource(url))
