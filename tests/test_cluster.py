@@ -127,7 +127,10 @@ def test_killed_producer_is_restarted_and_training_continues(run):
 
 def test_stalled_learner_blocks_producers_with_bounded_memory(run):
     cfg, learner, producers, queue = run
-    time.sleep(3)  # the learner is idle between calls: producers fill the queue
+    deadline = time.time() + 60  # the learner is idle between calls: producers fill the queue
+    while time.time() < deadline and queue.qsize() < cfg.producer.queue_size:
+        time.sleep(0.25)
+    time.sleep(0.5)  # a producer that had a batch in hand is now blocked putting it
     built = [ray.get(p.stats.remote())["built"] for p in producers]
     rss = [psutil.Process(pid_of(p)).memory_info().rss for p in producers]
     time.sleep(4)

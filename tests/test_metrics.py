@@ -63,10 +63,14 @@ def test_redis_stopped_and_restarted_mid_run(tmp_path, caplog):
         w.train({"step": s, "loss": 0.5})
     assert w.flush()
     server.stop()
+    waits = []
     for s in range(10, 40):  # training goes on while Redis is down: calls never block
         t0 = time.perf_counter()
         w.train({"step": s, "loss": 0.5})
-        assert time.perf_counter() - t0 < 0.05
+        waits.append(time.perf_counter() - t0)
+    # A call that touched the socket would wait for the 2 s connect timeout; the margin is wide
+    # so that a noisy machine cannot fail this.
+    assert max(waits) < 0.5
     assert not w.flush() and not w.connected
     assert caplog.text.count("is unreachable") == 1  # warned once
     server.start(port=port)  # same data folder: the first 10 come back from disk
