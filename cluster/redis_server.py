@@ -21,8 +21,11 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from queue import SimpleQueue
 
 import redis
 
@@ -47,6 +50,43 @@ def _die_with_parent() -> None:  # runs in the child before exec (Linux)
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+class _Spawner:
+    """Starts child processes from one thread that lives as long as the process.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the
+    process. A server started from a short-lived thread (a Dash request handler, a
+    worker pool) would be killed as soon as that thread returned, so such starts are
+    handed to this thread, which only ends with the interpreter.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: SimpleQueue = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        while True:
+            fn, fut = self._jobs.get()
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        if threading.current_thread() is threading.main_thread():
+            return subprocess.Popen(*args, **kwargs)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="ve-spawner", daemon=True)
+                self._thread.start()
+        fut: Future = Future()
+        self._jobs.put((lambda: subprocess.Popen(*args, **kwargs), fut))
+        return fut.result()
+
+
+_spawner = _Spawner()
 
 
 class EmbeddedRedis:
@@ -109,7 +149,7 @@ class EmbeddedRedis:
             + "\n"
         )
         os.chmod(conf, 0o600)  # it holds the password
-        self.proc = subprocess.Popen(
+        self.proc = _spawner.popen(
             [redis_server_binary(), str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -97,7 +97,7 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
 def test_dashboard_says_when_the_store_is_empty(browser, served):
     _, page = served
     browser.get(page)
-    wait_for(lambda: browser.find_element("id", "message").text.startswith("No runs yet"), True)
+    wait_for(lambda: browser.find_element("id", "message").text[:11], "No runs yet")
     # Both callbacks fire on every tick; the empty-store message must survive several of them.
     time.sleep(2.0)
     assert browser.find_element("id", "message").text.startswith("No runs yet")

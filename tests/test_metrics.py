@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -153,7 +154,15 @@ def test_runs_dir_source_starts_the_persisted_store(tmp_path):
     server.stop()  # the training process is gone
     source = RunsDirSource(tmp_path / "runs")
     assert [r["id"] for r in source.runs()] == ["r-old"]
+    clients = []
+    # Started from a thread that then ends, as a Dash request handler does. PDEATHSIG follows
+    # the forking thread, so a server forked there directly would die with the request.
+    handler = threading.Thread(target=lambda: clients.append(source.client_for("r-old")))
+    handler.start()
+    handler.join()
+    time.sleep(1.0)
+    assert EmbeddedRedis(run.redis_dir).running_url() is not None
     s = RunSeries("r-old")
-    s.refresh(source.client_for("r-old"))  # starts redis-server on the persisted data
+    s.refresh(clients[0])  # the persisted data, served again
     assert s.steps() == 20
     EmbeddedRedis(run.redis_dir).stop()
