@@ -41,7 +41,11 @@ class Dashboard:
     def refresh(self, run_id: str) -> RunSeries:
         with self.lock:  # Dash may call back concurrently; reads of one run are serial
             series = self.series.setdefault(run_id, RunSeries(run_id))
-            series.refresh(self.source.client_for(run_id))
+            try:
+                series.refresh(self.source.client_for(run_id))
+            except StoreUnavailable:
+                self.source.forget(run_id)  # a stored run's server is started again next time
+                raise
             return series
 
 

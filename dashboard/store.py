@@ -59,6 +59,9 @@ class UrlSource:
     def client_for(self, run_id: str) -> redis.Redis:
         return self.client
 
+    def forget(self, run_id: str) -> None:
+        """Nothing to redo: the client reconnects to the one server by itself."""
+
 
 class RunsDirSource:
     def __init__(self, root: str | Path) -> None:
@@ -102,6 +105,13 @@ class RunsDirSource:
             self._servers[run_id] = server
             self._clients[run_id] = M.connect(url)
         return self._clients[run_id]
+
+    def forget(self, run_id: str) -> None:
+        """A read failed: find (or start) the run's server again on the next refresh."""
+        client = self._clients.pop(run_id, None)
+        self._servers.pop(run_id, None)
+        if client is not None:
+            client.close()
 
 
 @dataclass

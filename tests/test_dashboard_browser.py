@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import shutil
 import threading
@@ -11,9 +13,11 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from cluster.redis_server import free_port
+from cluster.config import load_config
+from cluster.redis_server import EmbeddedRedis, free_port
+from cluster.runs import RunDir
 from dashboard.app import Dashboard
-from dashboard.store import UrlSource
+from dashboard.store import RunsDirSource, UrlSource
 from tests.conftest import write_run
 
 pytestmark = pytest.mark.browser
@@ -48,17 +52,27 @@ def browser():
     driver.quit()
 
 
-@pytest.fixture()
-def served(redis_server):
-    _, url = redis_server
+@contextlib.contextmanager
+def serving(source):
+    """The dashboard on a free loopback port, one thread per request as in production."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    board = Dashboard(UrlSource(url), refresh_ms=500)
+    board = Dashboard(source, refresh_ms=500)
     port = free_port()
     server = make_server("127.0.0.1", port, board.app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield url, f"http://127.0.0.1:{port}/"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def served(redis_server):
+    _, url = redis_server
+    with serving(UrlSource(url)) as page:
+        yield url, page
 
 
 def loss_points(driver) -> int:
@@ -123,3 +137,31 @@ def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served
     wait_for(lambda: loss_points(browser), 30)
     wait_for(lambda: browser.find_element("id", "message").text, "")
     assert browser.find_element("id", "run-message").text == ""
+
+
+def test_dashboard_over_a_runs_folder_restarts_the_stored_run(browser, tmp_path):
+    """``python -m dashboard --runs runs/`` after training ended: the page starts the run's
+    stored Redis itself (inside a request thread) and keeps showing it."""
+    run = RunDir.create(tmp_path / "runs", load_config("smoke"), "r-done")
+    server = EmbeddedRedis(run.redis_dir)
+    write_run(server.start(), "r-done", 25)
+    server.stop()
+    with serving(RunsDirSource(tmp_path / "runs")) as page:
+        browser.get(page)
+        wait_for(lambda: loss_points(browser), 25)
+        time.sleep(2.0)  # several refreshes later, after the starting request has ended
+        assert browser.find_element("id", "run-message").text == ""
+        assert loss_points(browser) == 25
+        assert EmbeddedRedis(run.redis_dir).running_url() is not None
+        first = json.loads((run.redis_dir / "server.json").read_text())["pid"]
+        EmbeddedRedis(run.redis_dir).stop()  # stopped by someone else: the page starts it again
+        wait_for(lambda: _server_pid(run.redis_dir) not in (None, first), True)
+        wait_for(lambda: browser.find_element("id", "run-message").text, "")
+        assert loss_points(browser) == 25
+    EmbeddedRedis(run.redis_dir).stop()
+
+
+def _server_pid(folder: Path) -> int | None:
+    if EmbeddedRedis(folder).running_url() is None:
+        return None
+    return json.loads((folder / "server.json").read_text())["pid"]
