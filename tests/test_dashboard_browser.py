@@ -47,6 +47,7 @@ def browser():
         "--window-size=1400,1300",
     ):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, for failures
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
     yield driver
     driver.quit()
@@ -83,6 +84,7 @@ def loss_points(driver) -> int:
 
 
 def wait_for(fn, want, timeout=30.0, driver=None):
+    """Poll ``fn`` until it returns ``want``; on timeout, say what the page showed."""
     deadline = time.time() + timeout
     got = None
     while time.time() < deadline:
@@ -90,18 +92,23 @@ def wait_for(fn, want, timeout=30.0, driver=None):
         if got == want:
             return got
         time.sleep(0.25)
-    raise AssertionError(f"waited {timeout} s for {want!r}, last saw {got!r}")
+    page = ""
+    if driver is not None:
+        page = "\npage text:\n" + driver.find_element("tag name", "body").text[:1500]
+        logs = [e["message"] for e in driver.get_log("browser")][-10:]
+        page += "\nbrowser console:\n" + "\n".join(logs)
+    raise AssertionError(f"waited {timeout} s for {want!r}, last saw {got!r}{page}")
 
 
 def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
     url, page = served
     write_run(url, "run-a", 120)
     browser.get(page)
-    wait_for(lambda: loss_points(browser), 120)
+    wait_for(lambda: loss_points(browser), 120, driver=browser)
     summary = browser.find_element("id", "summary").text
     assert "step 120" in summary and "best EER" in summary
     write_run(url, "run-a", 30, start=120, evals=False)
-    wait_for(lambda: loss_points(browser), 150)
+    wait_for(lambda: loss_points(browser), 150, driver=browser)
     assert "step 150" in browser.find_element("id", "summary").text
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
@@ -111,7 +118,7 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
 def test_dashboard_says_when_the_store_is_empty(browser, served):
     _, page = served
     browser.get(page)
-    wait_for(lambda: browser.find_element("id", "message").text[:11], "No runs yet")
+    wait_for(lambda: browser.find_element("id", "message").text[:11], "No runs yet", driver=browser)
     # Both callbacks fire on every tick; the empty-store message must survive several of them.
     time.sleep(2.0)
     assert browser.find_element("id", "message").text.startswith("No runs yet")
@@ -122,10 +129,14 @@ def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served
     server, url = redis_server
     write_run(url, "run-b", 20)
     browser.get(served[1])
-    wait_for(lambda: loss_points(browser), 20)
+    wait_for(lambda: loss_points(browser), 20, driver=browser)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     server.stop()
-    wait_for(lambda: "cannot reach Redis" in browser.find_element("id", "message").text, True)
+    wait_for(
+        lambda: "cannot reach Redis" in browser.find_element("id", "message").text,
+        True,
+        driver=browser,
+    )
     wait_for(
         lambda: "Showing the data read so far" in browser.find_element("id", "run-message").text,
         True,
@@ -134,8 +145,8 @@ def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served
     assert "run-b" in browser.find_element("id", "run").text  # and so does the selection
     server.start(port=port)  # the same data folder: nothing was lost
     write_run(url, "run-b", 10, start=20, evals=False)
-    wait_for(lambda: loss_points(browser), 30)
-    wait_for(lambda: browser.find_element("id", "message").text, "")
+    wait_for(lambda: loss_points(browser), 30, driver=browser)
+    wait_for(lambda: browser.find_element("id", "message").text, "", driver=browser)
     assert browser.find_element("id", "run-message").text == ""
 
 
@@ -148,7 +159,7 @@ def test_dashboard_over_a_runs_folder_restarts_the_stored_run(browser, tmp_path)
     server.stop()
     with serving(RunsDirSource(tmp_path / "runs")) as page:
         browser.get(page)
-        wait_for(lambda: loss_points(browser), 25)
+        wait_for(lambda: loss_points(browser), 25, driver=browser)
         time.sleep(2.0)  # several refreshes later, after the starting request has ended
         assert browser.find_element("id", "run-message").text == ""
         assert loss_points(browser) == 25
@@ -156,7 +167,7 @@ def test_dashboard_over_a_runs_folder_restarts_the_stored_run(browser, tmp_path)
         first = json.loads((run.redis_dir / "server.json").read_text())["pid"]
         EmbeddedRedis(run.redis_dir).stop()  # stopped by someone else: the page starts it again
         wait_for(lambda: _server_pid(run.redis_dir) not in (None, first), True)
-        wait_for(lambda: browser.find_element("id", "run-message").text, "")
+        wait_for(lambda: browser.find_element("id", "run-message").text, "", driver=browser)
         assert loss_points(browser) == 25
     EmbeddedRedis(run.redis_dir).stop()
 
