@@ -83,6 +83,16 @@ def loss_points(driver) -> int:
     )
 
 
+def text_of(driver, element_id: str) -> str:
+    """Visible text of an element; "" while Dash has not rendered the layout yet."""
+    from selenium.common.exceptions import NoSuchElementException
+
+    try:
+        return driver.find_element("id", element_id).text
+    except NoSuchElementException:
+        return ""
+
+
 def wait_for(fn, want, timeout=30.0, driver=None):
     """Poll ``fn`` until it returns ``want``; on timeout, say what the page showed."""
     deadline = time.time() + timeout
@@ -105,11 +115,11 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
     write_run(url, "run-a", 120)
     browser.get(page)
     wait_for(lambda: loss_points(browser), 120, driver=browser)
-    summary = browser.find_element("id", "summary").text
+    summary = text_of(browser, "summary")
     assert "step 120" in summary and "best EER" in summary
     write_run(url, "run-a", 30, start=120, evals=False)
     wait_for(lambda: loss_points(browser), 150, driver=browser)
-    assert "step 150" in browser.find_element("id", "summary").text
+    assert "step 150" in text_of(browser, "summary")
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
@@ -118,11 +128,11 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
 def test_dashboard_says_when_the_store_is_empty(browser, served):
     _, page = served
     browser.get(page)
-    wait_for(lambda: browser.find_element("id", "message").text[:11], "No runs yet", driver=browser)
+    wait_for(lambda: text_of(browser, "message")[:11], "No runs yet", driver=browser)
     # Both callbacks fire on every tick; the empty-store message must survive several of them.
     time.sleep(2.0)
-    assert browser.find_element("id", "message").text.startswith("No runs yet")
-    assert browser.find_element("id", "run-message").text == ""
+    assert text_of(browser, "message").startswith("No runs yet")
+    assert text_of(browser, "run-message") == ""
 
 
 def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served, redis_server):
@@ -133,21 +143,21 @@ def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     server.stop()
     wait_for(
-        lambda: "cannot reach Redis" in browser.find_element("id", "message").text,
+        lambda: "cannot reach Redis" in text_of(browser, "message"),
         True,
         driver=browser,
     )
     wait_for(
-        lambda: "Showing the data read so far" in browser.find_element("id", "run-message").text,
+        lambda: "Showing the data read so far" in text_of(browser, "run-message"),
         True,
     )
     assert loss_points(browser) == 20  # the charts drawn so far stay
-    assert "run-b" in browser.find_element("id", "run").text  # and so does the selection
+    assert "run-b" in text_of(browser, "run")  # and so does the selection
     server.start(port=port)  # the same data folder: nothing was lost
     write_run(url, "run-b", 10, start=20, evals=False)
     wait_for(lambda: loss_points(browser), 30, driver=browser)
-    wait_for(lambda: browser.find_element("id", "message").text, "", driver=browser)
-    assert browser.find_element("id", "run-message").text == ""
+    wait_for(lambda: text_of(browser, "message"), "", driver=browser)
+    assert text_of(browser, "run-message") == ""
 
 
 def test_dashboard_over_a_runs_folder_restarts_the_stored_run(browser, tmp_path):
@@ -161,13 +171,13 @@ def test_dashboard_over_a_runs_folder_restarts_the_stored_run(browser, tmp_path)
         browser.get(page)
         wait_for(lambda: loss_points(browser), 25, driver=browser)
         time.sleep(2.0)  # several refreshes later, after the starting request has ended
-        assert browser.find_element("id", "run-message").text == ""
+        assert text_of(browser, "run-message") == ""
         assert loss_points(browser) == 25
         assert EmbeddedRedis(run.redis_dir).running_url() is not None
         first = json.loads((run.redis_dir / "server.json").read_text())["pid"]
         EmbeddedRedis(run.redis_dir).stop()  # stopped by someone else: the page starts it again
         wait_for(lambda: _server_pid(run.redis_dir) not in (None, first), True)
-        wait_for(lambda: browser.find_element("id", "run-message").text, "", driver=browser)
+        wait_for(lambda: text_of(browser, "run-message"), "", driver=browser)
         assert loss_points(browser) == 25
     EmbeddedRedis(run.redis_dir).stop()
 
