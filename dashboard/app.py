@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import figures as F
 from dashboard.store import RunSeries, StoreUnavailable
@@ -91,6 +91,7 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
                 ],
             ),
             dcc.Interval(id="tick", interval=refresh_ms),
+            dcc.Store(id="drawn"),  # per browser tab: what its charts show (see update_charts)
         ],
     )
 
@@ -117,19 +118,27 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         Output("timing-graph", "figure"),
         Output("producers-graph", "figure"),
         Output("run-message", "children"),
+        Output("drawn", "data"),
         Input("tick", "n_intervals"),
         Input("run", "value"),
         Input("log-scale", "value"),
+        State("drawn", "data"),
     )
-    def update_charts(_, run_id, log_scale):
-        empty = [F._fig("")] * 5
+    def update_charts(_, run_id, log_scale, drawn):
+        # A tick that brings nothing new sends nothing: redrawing five unchanged charts every
+        # tick can keep a slow browser busy past the next tick, and Dash drops a callback's
+        # result when the callback fires again before it arrives (plotly/dash#941).
+        ticked = ctx.triggered_id == "tick"
         if not run_id:
-            return "", *empty, ""
+            return (no_update,) * 8 if ticked else ("", *[F._fig("")] * 5, "", None)
         t0 = time.perf_counter()
         try:
             s = board.refresh(run_id)
         except StoreUnavailable as exc:  # keep the charts drawn so far; say they are stale
-            return (no_update,) * 6 + (f"Showing the data read so far: {exc}",)
+            return (no_update,) * 6 + (f"Showing the data read so far: {exc}", None)
+        key = _drawn_key(s, log_scale)
+        if ticked and drawn == key:
+            return (no_update,) * 8
         try:
             margin = _margin(s)
             out = (
@@ -140,14 +149,22 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
                 F.timing_figure(s),
                 F.producers_figure(s),
                 "",
+                key,
             )
         except Exception as exc:  # noqa: BLE001 - a message on the page, the traceback in the log
             log.exception("drawing run %s failed", run_id)
-            return "", *empty, f"Cannot draw run {run_id}: {exc}"
+            return "", *[F._fig("")] * 5, f"Cannot draw run {run_id}: {exc}", None
         log.debug("refresh of %s took %.3f s", run_id, time.perf_counter() - t0)
         return out
 
     return app
+
+
+def _drawn_key(s: RunSeries, log_scale) -> str:
+    """Identifies what a tab's charts show: the run, how much of each stream, meta, scale."""
+    counts = (s.train.n, s.eval.n, s.producers.n, len(s.events.rows))
+    meta = json.dumps(s.meta, sort_keys=True)
+    return f"{s.run_id}|{counts}|{hash(meta)}|{sorted(log_scale or [])}"
 
 
 def _margin(s: RunSeries) -> float:

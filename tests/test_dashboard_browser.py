@@ -117,9 +117,24 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
     wait_for(lambda: loss_points(browser), 120, driver=browser)
     summary = text_of(browser, "summary")
     assert "step 120" in summary and "best EER" in summary
+    count_redraws = (
+        "window.redraws = 0;"
+        "document.querySelector('#loss-graph .js-plotly-plot')"
+        ".on('plotly_afterplot', () => { window.redraws += 1; });"
+    )
+    browser.execute_script(count_redraws)
+    # Nothing new arrives, so once the first draws have settled a window of four ticks
+    # passes without a redraw (before, every tick redrew every chart).
+    deadline, quiet = time.time() + 20, False
+    while not quiet and time.time() < deadline:
+        browser.execute_script("window.redraws = 0;")
+        time.sleep(2.0)
+        quiet = browser.execute_script("return window.redraws") == 0
+    assert quiet
     write_run(url, "run-a", 30, start=120, evals=False)
     wait_for(lambda: loss_points(browser), 150, driver=browser)
     assert "step 150" in text_of(browser, "summary")
+    assert browser.execute_script("return window.redraws") > 0
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
