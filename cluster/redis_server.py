@@ -23,9 +23,8 @@ import socket
 import subprocess
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from queue import SimpleQueue
 
 import redis
 
@@ -52,41 +51,17 @@ def _die_with_parent() -> None:  # runs in the child before exec (Linux)
         pass
 
 
-class _Spawner:
-    """Starts child processes from one thread that lives as long as the process.
-
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the
-    process. A server started from a short-lived thread (a Dash request handler, a
-    worker pool) would be killed as soon as that thread returned, so such starts are
-    handed to this thread, which only ends with the interpreter.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: SimpleQueue = SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _loop(self) -> None:
-        while True:
-            fn, fut = self._jobs.get()
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
-
-    def popen(self, *args, **kwargs) -> subprocess.Popen:
-        if threading.current_thread() is threading.main_thread():
-            return subprocess.Popen(*args, **kwargs)
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="ve-spawner", daemon=True)
-                self._thread.start()
-        fut: Future = Future()
-        self._jobs.put((lambda: subprocess.Popen(*args, **kwargs), fut))
-        return fut.result()
+# ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process.
+# A server started from a short-lived thread (a Dash request handler) would be killed as soon
+# as that thread returned, so such starts go through this executor's one worker thread, which
+# is created on first use and idles until the interpreter exits.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ve-spawner")
 
 
-_spawner = _Spawner()
+def _popen(*args, **kwargs) -> subprocess.Popen:
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(*args, **kwargs)
+    return _SPAWNER.submit(subprocess.Popen, *args, **kwargs).result()
 
 
 class EmbeddedRedis:
@@ -149,7 +124,7 @@ class EmbeddedRedis:
             + "\n"
         )
         os.chmod(conf, 0o600)  # it holds the password
-        self.proc = _spawner.popen(
+        self.proc = _popen(
             [redis_server_binary(), str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
