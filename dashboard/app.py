@@ -130,7 +130,7 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         # result when the callback fires again before it arrives (plotly/dash#941).
         ticked = ctx.triggered_id == "tick"
         if not run_id:
-            return (no_update,) * 8 if ticked else ("", *[F._fig("")] * 5, "", None)
+            return (no_update,) * 8 if ticked else _cleared()
         t0 = time.perf_counter()
         try:
             s = board.refresh(run_id)
@@ -153,11 +153,16 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
             )
         except Exception as exc:  # noqa: BLE001 - a message on the page, the traceback in the log
             log.exception("drawing run %s failed", run_id)
-            return "", *[F._fig("")] * 5, f"Cannot draw run {run_id}: {exc}", None
+            return _cleared(f"Cannot draw run {run_id}: {exc}")
         log.debug("refresh of %s took %.3f s", run_id, time.perf_counter() - t0)
         return out
 
     return app
+
+
+def _cleared(message: str = "") -> tuple:
+    """The chart callback's outputs with nothing drawn: summary, five charts, message, key."""
+    return ("", *[F._fig("")] * 5, message, None)
 
 
 def _drawn_key(s: RunSeries, log_scale) -> str:
