@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from werkzeug.serving import make_server
@@ -155,7 +156,7 @@ def test_dashboard_keeps_the_run_while_redis_is_away_and_resumes(browser, served
     write_run(url, "run-b", 20)
     browser.get(served[1])
     wait_for(lambda: loss_points(browser), 20, driver=browser)
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(url).port
     server.stop()
     wait_for(
         lambda: "cannot reach Redis" in text_of(browser, "message"),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -184,7 +185,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
 def test_redis_stopped_and_restarted_mid_run(tmp_path):
     server = EmbeddedRedis(tmp_path / "store")
     url = server.start(die_with_parent=False)
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(url).port
     proc = subprocess.Popen(
         learner_cmd(
             "--runs",

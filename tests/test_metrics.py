@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.redis
 
 def test_embedded_server_is_loopback_and_password_protected(redis_server):
     server, url = redis_server
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(url).port
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=port).set("x", 1)  # no password: refused
     client = M.connect(url)
@@ -58,7 +59,7 @@ def test_stream_length_is_capped(redis_server):
 def test_redis_stopped_and_restarted_mid_run(tmp_path, caplog):
     server = EmbeddedRedis(tmp_path / "r")
     url = server.start()
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(url).port
     w = MetricsWriter(url, "run", buffer=1000, flush_interval=0.1)
     for s in range(10):
         w.train({"step": s, "loss": 0.5})
@@ -87,7 +88,7 @@ def test_redis_stopped_and_restarted_mid_run(tmp_path, caplog):
 def test_overflow_is_counted_not_silent(tmp_path):
     server = EmbeddedRedis(tmp_path / "r")
     url = server.start()
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(url).port
     server.stop()
     w = MetricsWriter(url, "run", buffer=5, flush_interval=0.1)
     for s in range(12):
