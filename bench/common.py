@@ -47,16 +47,15 @@ def quiet_ray_env() -> None:
 
 
 def fill_cache(cfg) -> None:
-    """Extract every utterance of ``cfg.data.path`` into the feature cache (in-process)."""
+    """Extract every utterance of the run's corpus into the feature cache (in-process)."""
     import contextlib
 
+    from cluster.config import replace
     from workers.audio import AudioError
-    from workers.cache import FeatureSource, FeatureStore, cache_dir_for
-    from workers.corpus import SpeakerDatabase
+    from workers.rundata import RunData
 
-    db = SpeakerDatabase.scan(cfg.data.path, cache_dir=cfg.data.cache_dir)
-    store = FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
-    source = FeatureSource(db, cfg.features, store, write_cache=True, memory_bytes=0)
-    for i in range(len(db.utterances)):
+    data = RunData.open(replace(cfg, data={"feature_cache": "readwrite"}).data, cfg.synthetic)
+    source = data.source(cfg.features, memory_bytes=0)
+    for i in range(len(data.db.utterances)):
         with contextlib.suppress(AudioError):  # unusable files are recorded in the cache
             source.get(i)

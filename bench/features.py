@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from bench.common import SHARED_SPEECH, median, one_core, report, timeit  # noqa: E402
 from cluster.config import FeatureConfig  # noqa: E402
 from workers.audio import load_audio  # noqa: E402
-from workers.features import LogMel  # noqa: E402
+from workers.features import LogMel, librosa_logmel  # noqa: E402
 
 
 def segments(n: int, sr: int = 16000, seconds: float = 4.0) -> list[np.ndarray]:
@@ -47,18 +47,7 @@ def main() -> None:
 
     def run_librosa():
         for s in segs:
-            m = librosa.feature.melspectrogram(
-                y=s,
-                sr=cfg.sample_rate,
-                n_fft=cfg.n_fft,
-                hop_length=cfg.hop_length,
-                win_length=cfg.win_length,
-                n_mels=cfg.n_mels,
-                fmin=cfg.fmin,
-                fmax=cfg.fmax,
-                center=False,
-            )
-            np.log10(np.maximum(m, 1e-10))
+            librosa_logmel(s, cfg)
 
     t_ours = median(timeit(run_ours, repeat=5))
     t_lib = median(timeit(run_librosa, repeat=5))

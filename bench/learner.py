@@ -34,7 +34,7 @@ def make_batches(cfg, n: int, cache: bool = True):
     if not cache:
         cfg = replace(cfg, data={"feature_cache": "off"})
     q: queue.Queue = queue.Queue()
-    p = BatchProducer(cfg, 0, q)
+    p = BatchProducer.from_config(cfg, 0, q)
     p.run(max_batches=n)
     batches = [q.get() for _ in range(n)]
     return batches, median([b.build_seconds for b in batches[1:]] or [batches[0].build_seconds])
@@ -56,7 +56,8 @@ def overhead(cfg, batch, steps: int, rounds: int = 4) -> dict:
     (this machine is noisy: back-to-back blocks see the same background load)."""
     import ray
 
-    from cluster.queue import BatchStream, create_queue, create_registry
+    from cluster.queue import BatchStream, create_queue
+    from cluster.registry import create_registry
     from learner.learner import Learner
     from learner.train_step import TrainStep
     from workers.pool import start_producers, stop_producers

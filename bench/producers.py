@@ -33,22 +33,21 @@ from cluster.config import load_config, replace  # noqa: E402
 
 
 def build_time(cfg) -> float:
-    from workers.cache import FeatureSource, FeatureStore, cache_dir_for
-    from workers.corpus import SpeakerDatabase
+    from workers.rundata import RunData
     from workers.sampler import BatchBuilder, TripletSampler
 
-    db = SpeakerDatabase.scan(cfg.data.path, cache_dir=cfg.data.cache_dir)
-    store = FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
     fill_cache(cfg)  # what workers.precompute does, in-process
-    reader = FeatureSource(db, cfg.features, store)  # a fresh reader, as a producer would be
-    builder = BatchBuilder(TripletSampler(db, triplets=32, seed=0), reader, frames=400)
+    data = RunData.open(replace(cfg, data={"feature_cache": "read"}).data, cfg.synthetic)
+    reader = data.source(cfg.features)  # a fresh reader, as a producer would be
+    builder = BatchBuilder(TripletSampler(data.db, triplets=32, seed=0), reader, frames=400)
     return median(timeit(builder.build, repeat=50, warmup=3))
 
 
 def throughput(cfg, producers: int, seconds: float, run_id: str) -> dict:
     import ray
 
-    from cluster.queue import BatchStream, StreamStats, create_queue, create_registry
+    from cluster.queue import BatchStream, StreamStats, create_queue
+    from cluster.registry import create_registry
     from workers.pool import start_producers, stop_producers
 
     registry = create_registry(run_id, cfg.to_dict(), "")
@@ -76,7 +75,8 @@ def latency(cfg, run_id: str, n: int = 40) -> float:
     """One batch at a time, consumer already waiting: no queueing delay in the figure."""
     import ray
 
-    from cluster.queue import BatchStream, create_queue, create_registry
+    from cluster.queue import BatchStream, create_queue
+    from cluster.registry import create_registry
     from workers.pool import ProducerActor, stop_producers
 
     registry = create_registry(run_id, cfg.to_dict(), "")

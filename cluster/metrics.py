@@ -53,8 +53,6 @@ TRAIN_FIELDS = (
 )
 EVAL_FIELDS = ("step", "eer", "threshold", "min_dcf_01", "min_dcf_05", "trials", "eval_s")
 PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
-EVENT_KINDS = ("checkpoint", "collapse", "start", "stop", "scale", "error")
-STATUSES = ("starting", "running", "finished", "interrupted", "failed")
 
 
 def meta_key(run: str) -> str:
@@ -125,10 +123,11 @@ class MetricsWriter:
     @classmethod
     def from_config(
         cls, cfg, run_id: str, source: str, url: str | None = None
-    ) -> MetricsWriter | None:
+    ) -> MetricsWriter | NullMetrics:
+        """A writer to ``url`` (else ``cfg.redis_url``); with neither, one that drops everything."""
         url = url or cfg.redis_url
         if not url:
-            return None
+            return NULL_METRICS
         return cls(url, run_id, source, cfg.stream_maxlen, cfg.buffer)
 
     # -- producers of metrics (non-blocking) -------------------------------------------------
@@ -235,3 +234,32 @@ class MetricsWriter:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2)
+
+
+class NullMetrics:
+    """The writer of a process without a metrics store: every call is accepted and dropped,
+    so callers never check whether they have a writer."""
+
+    def train(self, record: dict[str, Any]) -> None:
+        pass
+
+    def eval(self, step: int, result: dict[str, Any]) -> None:
+        pass
+
+    def producer(self, worker: int, build_s: float, built: int, batches_per_s: float) -> None:
+        pass
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        pass
+
+    def meta(self, **fields: Any) -> None:
+        pass
+
+    def flush(self) -> bool:
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        pass
+
+
+NULL_METRICS = NullMetrics()

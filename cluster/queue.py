@@ -1,4 +1,4 @@
-"""The run's named, bounded batch queue and the registry that describes the run.
+"""The run's named, bounded batch queue, and the stream the learner reads it through.
 
 Producers ``ray.put`` a :class:`~cluster.batch.Batch` and enqueue an
 :class:`Envelope` holding only its ObjectRef, so the queue actor never copies
@@ -21,33 +21,17 @@ from typing import Any
 
 import ray
 from ray.util.queue import Empty, Full, Queue
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.batch import Batch
+from cluster.ray_session import NAMESPACE, on_this_node
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "voice-embeddings"
-__all__ = [
-    "Empty",
-    "Full",
-    "Envelope",
-    "BatchStream",
-    "RunRegistry",
-    "create_queue",
-    "attach_queue",
-    "queue_name",
-    "registry_name",
-    "NAMESPACE",
-]
+__all__ = ["Empty", "Full", "Envelope", "BatchStream", "create_queue", "attach_queue", "queue_name"]
 
 
 def queue_name(run_id: str) -> str:
     return f"batches-{run_id}"
-
-
-def registry_name(run_id: str) -> str:
-    return f"registry-{run_id}"
 
 
 @dataclass(frozen=True)
@@ -71,11 +55,6 @@ class Envelope:
             batch.build_seconds,
             batch.nbytes,
         )
-
-
-def on_this_node() -> NodeAffinitySchedulingStrategy:
-    """Pin an actor to the driver's node: the run's bookkeeping must not leave with a worker node."""
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def create_queue(run_id: str, maxsize: int, num_cpus: float = 0) -> Queue:
@@ -110,82 +89,6 @@ def attach_queue(run_id: str) -> Queue:
     queue.actor = actor
     queue.maxsize = ray.get(actor.__ray_call__.remote(lambda self: self.maxsize))
     return queue
-
-
-class RunRegistry:
-    """What a process joining a run needs: its config and unique worker ids.
-
-    A plain class; :func:`create_registry` makes it a named actor.
-    """
-
-    def __init__(
-        self,
-        run_id: str,
-        config: dict[str, Any],
-        run_dir: str,
-        sampler_states: dict[str, str] | None = None,
-        redis_url: str = "",
-    ) -> None:
-        self.run_id = run_id
-        self.redis_url = redis_url  # kept in memory only: it may hold a password
-        self._sampler_states = dict(sampler_states or {})
-        self.config = config
-        self.run_dir = run_dir
-        self.created_at = time.time()
-        self._next_worker = 0
-        self._producers: dict[int, str] = {}
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "config": self.config,
-            "run_dir": self.run_dir,
-            "created_at": self.created_at,
-        }
-
-    def reserve_worker_ids(self, n: int) -> list[int]:
-        ids = list(range(self._next_worker, self._next_worker + n))
-        self._next_worker += n
-        return ids
-
-    def take_sampler_state(self, worker_id: int) -> str | None:
-        """A resumed run's saved sampler state for this worker id, handed out once."""
-        return self._sampler_states.pop(str(worker_id), None)
-
-    def register_producer(self, worker_id: int, actor_name: str) -> None:
-        self._producers[worker_id] = actor_name
-
-    def unregister_producer(self, worker_id: int) -> None:
-        self._producers.pop(worker_id, None)
-
-    def producers(self) -> dict[int, str]:
-        return dict(self._producers)
-
-
-def create_registry(
-    run_id: str,
-    config: dict[str, Any],
-    run_dir: str,
-    sampler_states: dict[str, str] | None = None,
-    redis_url: str = "",
-) -> Any:
-    return (
-        ray.remote(RunRegistry)
-        .options(
-            name=registry_name(run_id),
-            namespace=NAMESPACE,
-            num_cpus=0,
-            scheduling_strategy=on_this_node(),
-        )
-        .remote(run_id, config, run_dir, sampler_states, redis_url)
-    )
-
-
-def attach_registry(run_id: str) -> Any:
-    try:
-        return ray.get_actor(registry_name(run_id), namespace=NAMESPACE)
-    except ValueError:
-        raise LookupError(f"no running run {run_id!r} in this Ray cluster") from None
 
 
 @dataclass

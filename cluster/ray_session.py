@@ -6,10 +6,11 @@ import logging
 import os
 
 import ray
-
-from cluster.queue import NAMESPACE
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 log = logging.getLogger(__name__)
+
+NAMESPACE = "voice-embeddings"  # every named actor of every run lives here
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
@@ -32,3 +33,8 @@ def spare_cpus(reserved: float = 1.0) -> int:
     """CPUs of the cluster not held back for the learner; at least one."""
     total = ray.cluster_resources().get("CPU", 1.0)
     return max(1, int(total - reserved))
+
+
+def on_this_node() -> NodeAffinitySchedulingStrategy:
+    """Pin an actor to the driver's node: the run's bookkeeping must not leave with a worker node."""
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

@@ -162,7 +162,7 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
 
 def _cleared(message: str = "") -> tuple:
     """The chart callback's outputs with nothing drawn: summary, five charts, message, key."""
-    return ("", *[F._fig("")] * 5, message, None)
+    return ("", *[F.new_figure("")] * 5, message, None)
 
 
 def _drawn_key(s: RunSeries, log_scale) -> str:

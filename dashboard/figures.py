@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from dashboard.store import RunSeries, downsample, minmax, moving_average
+from dashboard.series import downsample, minmax, moving_average
+from dashboard.store import RunSeries
 
 MAX_POINTS = 2000
 AXIS = dict(gridcolor="#e5e5e5", zeroline=False)
@@ -24,14 +25,8 @@ LAYOUT = dict(
 )
 
 
-class Fig(dict):
-    """A plotly figure as a dict, with the one method the code below needs."""
-
-    def add_trace(self, trace: dict) -> None:
-        self["data"].append(trace)
-
-
-def _fig(title: str, xaxis_title: str = "", yaxis_type: str = "linear", **kw) -> Fig:
+def new_figure(title: str, xaxis_title: str = "", yaxis_type: str = "linear", **kw) -> dict:
+    """An empty plotly figure (a plain dict) with the house layout."""
     layout = dict(
         LAYOUT,
         title=dict(text=title, x=0.01, xanchor="left"),
@@ -39,140 +34,80 @@ def _fig(title: str, xaxis_title: str = "", yaxis_type: str = "linear", **kw) ->
         yaxis=dict(AXIS, type=yaxis_type),
         **kw,
     )
-    return Fig(data=[], layout=layout)
+    return dict(data=[], layout=layout)
 
 
-def _trace(kind: str, x, y, **kw) -> dict:
-    return dict(type=kind, x=np.asarray(x), y=np.asarray(y), **kw)
+def _line(x, y, name: str, gl: bool = True, mode: str = "lines", **style) -> dict:
+    """One trace; WebGL (``scattergl``) unless the trace needs SVG (stacking, markers)."""
+    kind = "scattergl" if gl else "scatter"
+    return dict(type=kind, x=np.asarray(x), y=np.asarray(y), mode=mode, name=name, **style)
 
 
-class go:  # noqa: N801 - keeps the figure code below reading like plotly's own API
-    @staticmethod
-    def Scattergl(x, y, **kw) -> dict:  # noqa: N802
-        return _trace("scattergl", x, y, **kw)
-
-    @staticmethod
-    def Scatter(x, y, **kw) -> dict:  # noqa: N802
-        return _trace("scatter", x, y, **kw)
+def _smoothed(s: RunSeries, field: str, window: int, scale: float = 1.0):
+    """``(steps, moving average of field)`` downsampled for drawing."""
+    steps = s.train.array("step")
+    y = scale * moving_average(s.train.array(field), window)
+    idx = downsample(len(y), MAX_POINTS)
+    return steps[idx], y[idx]
 
 
-def loss_figure(s: RunSeries, log_scale: bool = False) -> Fig:
+def loss_figure(s: RunSeries, log_scale: bool = False) -> dict:
     steps, loss = s.train.array("step"), s.train.array("loss")
-    fig = _fig("Triplet loss", xaxis_title="step", yaxis_type="log" if log_scale else "linear")
-    idx = minmax(loss, MAX_POINTS)
-    fig.add_trace(
-        go.Scattergl(
-            x=steps[idx],
-            y=loss[idx],
-            mode="lines",
-            name="loss",
-            line=dict(width=1, color="#9ecae1"),
-        )
+    fig = new_figure(
+        "Triplet loss", xaxis_title="step", yaxis_type="log" if log_scale else "linear"
     )
-    avg = moving_average(loss)
-    sm = downsample(len(avg), MAX_POINTS)
-    fig.add_trace(
-        go.Scattergl(
-            x=steps[sm],
-            y=avg[sm],
-            mode="lines",
-            name="moving average (50)",
-            line=dict(width=2, color="#08519c"),
-        )
+    idx = minmax(loss, MAX_POINTS)
+    traces = fig["data"]
+    traces.append(_line(steps[idx], loss[idx], "loss", line=dict(width=1, color="#9ecae1")))
+    traces.append(
+        _line(*_smoothed(s, "loss", 50), "moving average (50)", line=dict(width=2, color="#08519c"))
     )
     ckpts = [c for c in s.checkpoints() if len(steps) and c <= steps[-1]]
     if ckpts:
         at = np.searchsorted(steps, ckpts).clip(0, len(steps) - 1)
-        fig.add_trace(
-            go.Scatter(
-                x=ckpts,
-                y=avg[at],
-                mode="markers",
-                name="checkpoint",
-                marker=dict(symbol="diamond", size=9, color="#d94801"),
-            )
-        )
+        marker = dict(symbol="diamond", size=9, color="#d94801")
+        avg = moving_average(loss)
+        traces.append(_line(ckpts, avg[at], "checkpoint", gl=False, mode="markers", marker=marker))
     return fig
 
 
-def similarity_figure(s: RunSeries, margin: float) -> Fig:
-    steps = s.train.array("step")
-    fig = _fig("Cosine similarity: anchor-positive vs anchor-negative", xaxis_title="step")
+def similarity_figure(s: RunSeries, margin: float) -> dict:
+    fig = new_figure("Cosine similarity: anchor-positive vs anchor-negative", xaxis_title="step")
     for name, color in (("cos_ap", "#238b45"), ("cos_an", "#cb181d")):
-        y = moving_average(s.train.array(name), 20)
-        idx = downsample(len(y), MAX_POINTS)
-        fig.add_trace(
-            go.Scattergl(x=steps[idx], y=y[idx], mode="lines", name=name, line=dict(color=color))
-        )
-    ap = moving_average(s.train.array("cos_ap"), 20)
-    idx = downsample(len(ap), MAX_POINTS)
-    fig.add_trace(
-        go.Scattergl(
-            x=steps[idx],
-            y=ap[idx] - margin,
-            mode="lines",
-            name=f"cos_ap - margin ({margin})",
-            line=dict(dash="dot", color="#74c476"),
-        )
-    )
+        fig["data"].append(_line(*_smoothed(s, name, 20), name, line=dict(color=color)))
+    x, ap = _smoothed(s, "cos_ap", 20)
+    style = dict(dash="dot", color="#74c476")
+    fig["data"].append(_line(x, ap - margin, f"cos_ap - margin ({margin})", line=style))
     return fig
 
 
-def eer_figure(s: RunSeries) -> Fig:
-    fig = _fig("Held-out EER (%)", xaxis_title="step")
-    fig.add_trace(
-        go.Scatter(
-            x=s.eval.array("step"), y=100 * s.eval.array("eer"), mode="lines+markers", name="EER"
-        )
-    )
+def eer_figure(s: RunSeries) -> dict:
+    fig = new_figure("Held-out EER (%)", xaxis_title="step")
+    x = s.eval.array("step")
+    fig["data"].append(_line(x, 100 * s.eval.array("eer"), "EER", gl=False, mode="lines+markers"))
     if s.eval.n:
-        fig.add_trace(
-            go.Scatter(
-                x=s.eval.array("step"),
-                y=100 * s.eval.array("min_dcf_01"),
-                mode="lines",
-                name="minDCF(0.01) x100",
-                line=dict(dash="dot"),
-            )
-        )
+        dcf = 100 * s.eval.array("min_dcf_01")
+        fig["data"].append(_line(x, dcf, "minDCF(0.01) x100", gl=False, line=dict(dash="dot")))
     return fig
 
 
-def timing_figure(s: RunSeries) -> Fig:
+def timing_figure(s: RunSeries) -> dict:
     """Per step: waiting for data and training, stacked; the producers' build time beside."""
-    steps = s.train.array("step")
-    fig = _fig("Time per step (ms)", xaxis_title="step")
-    idx = downsample(len(steps), MAX_POINTS)
+    fig = new_figure("Time per step (ms)", xaxis_title="step")
     for name, label, color in (
         ("wait_s", "waiting for data", "#fd8d3c"),
         ("step_s", "training", "#6baed6"),
     ):
-        y = 1000 * moving_average(s.train.array(name), 20)
-        fig.add_trace(
-            go.Scatter(
-                x=steps[idx],
-                y=y[idx],
-                mode="lines",
-                name=label,
-                stackgroup="time",
-                line=dict(color=color),
-            )
-        )
-    build = 1000 * moving_average(s.train.array("build_s"), 20)
-    fig.add_trace(
-        go.Scattergl(
-            x=steps[idx],
-            y=build[idx],
-            mode="lines",
-            name="producer build time",
-            line=dict(dash="dash", color="#54278f"),
-        )
-    )
+        x, y = _smoothed(s, name, 20, scale=1000)
+        fig["data"].append(_line(x, y, label, gl=False, stackgroup="time", line=dict(color=color)))
+    x, build = _smoothed(s, "build_s", 20, scale=1000)
+    style = dict(dash="dash", color="#54278f")
+    fig["data"].append(_line(x, build, "producer build time", line=style))
     return fig
 
 
-def producers_figure(s: RunSeries) -> Fig:
-    fig = _fig(
+def producers_figure(s: RunSeries) -> dict:
+    fig = new_figure(
         "Producer throughput (batches/s) and queue depth",
         xaxis_title="batches built",
         yaxis2=dict(overlaying="y", side="right", title=dict(text="queue depth")),
@@ -182,24 +117,13 @@ def producers_figure(s: RunSeries) -> Fig:
     for w in np.unique(workers[~np.isnan(workers)]) if len(workers) else []:
         sel = np.nonzero(workers == w)[0]
         sel = sel[downsample(len(sel), MAX_POINTS // 4)]
-        fig.add_trace(
-            go.Scattergl(x=built[sel], y=rate[sel], mode="lines", name=f"producer {int(w)}")
-        )
+        fig["data"].append(_line(built[sel], rate[sel], f"producer {int(w)}"))
     depth = s.train.array("queue_depth")
     if len(depth) and not np.all(np.isnan(depth)):
         steps = s.train.array("step")
         idx = downsample(len(depth), MAX_POINTS)
-        fig.add_trace(
-            go.Scattergl(
-                x=steps[idx],
-                y=depth[idx],
-                mode="lines",
-                name="queue depth",
-                yaxis="y2",
-                xaxis="x",
-                line=dict(color="#969696"),
-            )
-        )
+        style = dict(yaxis="y2", xaxis="x", line=dict(color="#969696"))
+        fig["data"].append(_line(steps[idx], depth[idx], "queue depth", **style))
     return fig
 
 

@@ -11,29 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import config_from_dict
-from cluster.metrics import MetricsWriter
+from cluster.metrics import NULL_METRICS, MetricsWriter
 from cluster.queue import BatchStream, attach_queue
 from learner.checkpoint import resolve
-from learner.evaluation import HeldOutEval
+from learner.heldout import HeldOutEval
 from learner.learner import Learner
 from learner.train_step import resolve_device, use_mixed_precision
-from workers.cache import FeatureSource, FeatureStore, cache_dir_for
-from workers.producer import open_database
+from workers.rundata import RunData
 
 log = logging.getLogger(__name__)
 
 
 def build_learner(
-    cfg, run_dir: str | Path | None, device: str = "auto", metrics: Any = None
+    cfg, run_dir: str | Path | None, device: str = "auto", metrics: Any = NULL_METRICS
 ) -> Learner:
     """A Learner with the held-out evaluation of the run's corpus."""
     device = resolve_device(device)
-    db, _, held = open_database(cfg)
+    data = RunData.open(cfg.data, cfg.synthetic)
+    held = data.held
     evaluator = None
     if held:
-        sub = db.subset(held)
-        store = FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
-        source = FeatureSource(sub, cfg.features, store, write_cache=True)
+        sub, source = data.held_out(cfg.features)
         evaluator = HeldOutEval(
             sub, source, cfg.sampler.frames, cfg.learner.eval_trials, seed=cfg.learner.seed
         )
@@ -80,7 +78,7 @@ class LearnerActor:
 
     def save(self, reason: str = "exit") -> str | None:
         ckpt = self.learner.save(reason)
-        if reason == "exit" and self.metrics is not None:
+        if reason == "exit":
             self.metrics.close()  # the run ends after this: send what is buffered
         return str(ckpt.path) if ckpt else None
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from cluster.files import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -189,9 +191,9 @@ class CheckpointManager:
         _fsync_dir(self.dir)
         ckpt = Checkpoint(final)
         if best:
-            pointer = self.dir / ".best.json.tmp"
-            pointer.write_text(json.dumps({"checkpoint": final.name, "step": step}))
-            os.replace(pointer, self.dir / "best.json")
+            atomic_write_text(
+                self.dir / "best.json", json.dumps({"checkpoint": final.name, "step": step})
+            )
         self._retain()
         return ckpt
 

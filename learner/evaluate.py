@@ -19,63 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from learner.baseline import mfcc_embedding
 from learner.cli import EXIT_ERROR, guarded
-from learner.evaluation import generate_trials, summarize
-from workers.audio import AudioError, load_speech
+from learner.embedding import embed_files
+from learner.scoring import as_norm, error_rates, score_trials, summarize
+from learner.trials import generate_trials, read_trials
 from workers.corpus import SpeakerDatabase
-
-log = logging.getLogger(__name__)
-
-
-def read_trials(path: str | Path, db: SpeakerDatabase) -> list[tuple[int, int, int]]:
-    index = {u.path: i for i, u in enumerate(db.utterances)}
-    out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 3 or parts[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{n}: expected 'label path1 path2', got {line!r}")
-        missing = [p for p in parts[1:] if p not in index]
-        if missing:
-            raise ValueError(f"{path}:{n}: {missing[0]} is not a usable file under {db.root}")
-        out.append((int(parts[0]), index[parts[1]], index[parts[2]]))
-    return out
-
-
-def mfcc_embedding(path: Path, feature_cfg) -> np.ndarray:
-    """The classical baseline: mean and std of 20 MFCCs over speech frames."""
-    import librosa
-
-    y = load_speech(path, feature_cfg)
-    m = librosa.feature.mfcc(
-        y=y,
-        sr=feature_cfg.sample_rate,
-        n_mfcc=20,
-        n_fft=feature_cfg.n_fft,
-        hop_length=feature_cfg.hop_length,
-        win_length=feature_cfg.win_length,
-    )
-    v = np.concatenate([m.mean(axis=1), m.std(axis=1)])
-    v = (v - v.mean()) / (v.std() + 1e-9)
-    return v / np.linalg.norm(v)
-
-
-def as_norm(
-    scores: np.ndarray, emb: np.ndarray, trials, cohort: np.ndarray, top: int = 100
-) -> np.ndarray:
-    """Adaptive symmetric score normalisation against the top-``top`` cohort scores."""
-    top = min(top, len(cohort))
-    sims = np.sort(emb @ cohort.T, axis=1)[:, -top:]
-    mu, sd = sims.mean(axis=1), sims.std(axis=1) + 1e-9
-    i, j = np.asarray(trials)[:, 1], np.asarray(trials)[:, 2]
-    return 0.5 * ((scores - mu[i]) / sd[i] + (scores - mu[j]) / sd[j])
 
 
 def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -84,8 +38,6 @@ def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from scipy.stats import norm
-
-    from learner.scoring import error_rates
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5])
@@ -153,26 +105,17 @@ def main(argv: list[str] | None = None) -> int:
             "targets": int(sum(t[0] for t in trials)),
         }
         systems = ([("model", None)] if model else []) + ([("mfcc", "mfcc")] if a.baseline else [])
+        paths = [db.abspath(i) for i in range(len(db.utterances))]
         for name, kind in systems:
-            emb = np.zeros((len(db.utterances), 1), np.float32)
-            ok = np.zeros(len(db.utterances), bool)
-            for i in used:
-                try:
-                    v = (
-                        mfcc_embedding(db.abspath(i), feature_cfg)
-                        if kind
-                        else model.embed_file(db.abspath(i))
-                    )
-                except AudioError as exc:
-                    log.warning("%s", exc)
-                    continue
-                if emb.shape[1] != len(v):
-                    emb = np.zeros((len(db.utterances), len(v)), np.float32)
-                emb[i], ok[i] = v, True
+            embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else model.embed_file
+            emb, ok = embed_files(paths, embed_file, used)
             kept = [t for t in trials if ok[t[1]] and ok[t[2]]]
-            t = np.asarray(kept)
-            scores = np.sum(emb[t[:, 1]] * emb[t[:, 2]], axis=1)
-            labels = t[:, 0]
+            if not kept:
+                raise ValueError(
+                    f"{name}: every one of the {len(trials)} trials was skipped: none of their "
+                    "files could be embedded (see the warnings above)"
+                )
+            scores, labels = score_trials(emb, kept)
             if kind is None and a.asnorm:
                 cohort_files = expand_inputs([a.asnorm])
                 cohort = np.stack([model.embed_file(f) for f in cohort_files])

@@ -23,8 +23,8 @@ import numpy as np
 
 from cluster.config import ModelConfig, RunConfig, config_from_dict
 from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
-from learner.evaluation import embed_features
-from workers.audio import NoSpeech, load_speech
+from learner.embedding import embed_features
+from workers.audio import AUDIO_EXTENSIONS, NoSpeech, load_speech
 from workers.features import LogMel
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,18 @@ class SpeakerModel:
         return float(self.embed_file(a) @ self.embed_file(b))
 
 
-AUDIO_GLOBS = ("*.wav", "*.flac", "*.mp3", "*.ogg")
-
-
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Files as given; folders expanded to the audio files below them (sorted)."""
+    """Files as given; folders expanded to the audio files below them (sorted), with the
+    extensions the corpus scan reads, in any case (``A.WAV`` too)."""
     out: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(f for g in AUDIO_GLOBS for f in p.rglob(g)))
+            out.extend(
+                sorted(
+                    f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()
+                )
+            )
         else:
             out.append(p)
     return out

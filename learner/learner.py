@@ -12,7 +12,6 @@ device or the data is the bottleneck is visible at once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import RunConfig
+from cluster.metrics import NULL_METRICS
 from learner.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -32,7 +32,7 @@ from learner.checkpoint import (
     assign_arrays,
     variables_to_arrays,
 )
-from learner.evaluation import HeldOutEval
+from learner.heldout import HeldOutEval
 from learner.train_step import TrainStep, configure
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,14 @@ class Learner:
         cfg: RunConfig,
         run_dir: str | Path | None = None,
         evaluator: HeldOutEval | None = None,
-        metrics: Any = None,
+        metrics: Any = NULL_METRICS,
         device: str = "cpu",
         mixed: bool = False,
         queue_depth: Any = None,
     ) -> None:
         configure(device, mixed)
-        self.cfg, self.evaluator, self.metrics = cfg, evaluator, metrics
+        self.cfg, self.evaluator = cfg, evaluator
+        self.metrics = metrics if metrics is not None else NULL_METRICS
         self.device, self.mixed = device, mixed
         self.queue_depth = queue_depth  # callable -> int, or None
         self.train_step = TrainStep(cfg, mixed)
@@ -141,8 +142,7 @@ class Learner:
         self.totals["build"] += batch.build_seconds
         self.totals["steps"] += 1
         self.recent.append(record)
-        if self.metrics is not None:
-            self.metrics.train(record)
+        self.metrics.train(record)
         return record
 
     def _check_collapse(self, spread: float) -> None:
@@ -156,8 +156,7 @@ class Learner:
                 COLLAPSE_STEPS,
                 1 - COLLAPSE_SPREAD,
             )
-            if self.metrics is not None:
-                self.metrics.event("collapse", {"step": self.step})
+            self.metrics.event("collapse", {"step": self.step})
         elif self._low_spread == 0:
             self.collapsed = False
 
@@ -182,8 +181,7 @@ class Learner:
             100 * self.best_eer,
             result["min_dcf_01"],
         )
-        if self.metrics is not None:
-            self.metrics.eval(self.step, result)
+        self.metrics.eval(self.step, result)
         if is_best and self.checkpoints is not None and self.step > 0:
             self.save("best", best=True)
         return result
@@ -220,11 +218,10 @@ class Learner:
         )
         size = self.checkpoints.size_bytes(ckpt)
         log.info("checkpoint %s (%s, %.1f MB)", ckpt.path.name, reason, size / 2**20)
-        if self.metrics is not None:
-            self.metrics.event(
-                "checkpoint",
-                {"step": self.step, "reason": reason, "bytes": size, "path": str(ckpt.path)},
-            )
+        self.metrics.event(
+            "checkpoint",
+            {"step": self.step, "reason": reason, "bytes": size, "path": str(ckpt.path)},
+        )
         return ckpt
 
     def restore(self, ckpt: Checkpoint) -> dict[str, Any]:
@@ -264,8 +261,3 @@ class Learner:
             "tracing_count": self.train_step.tracing_count,
             "totals": dict(self.totals),
         }
-
-
-def sampler_states_of(ckpt: Checkpoint) -> dict[str, Any]:
-    """Producer sampler states stored in a checkpoint, decoded (for restarting producers)."""
-    return {k: json.loads(v) for k, v in (ckpt.state().get("sampler_states") or {}).items()}

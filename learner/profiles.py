@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.runs import atomic_write_text
+from cluster.files import atomic_write_text
 
 
 class ProfileStore:

@@ -1,6 +1,13 @@
-"""Verification metrics from trial scores: EER, minDCF, the threshold at EER. NumPy only."""
+"""Scoring verification trials: cosine scores, AS-Norm, EER, minDCF and the threshold at EER.
+NumPy only. The learner's held-out evaluation and ``learner.evaluate`` both score here.
+
+    scores, labels = score_trials(emb, trials)         # emb: [N, D] unit vectors
+    result = summarize(scores, labels)                 # EvalResult: eer, threshold, minDCF
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -47,3 +54,48 @@ def min_dcf(
     default = min(c_miss * p_target, c_fa * (1 - p_target))
     i = int(np.argmin(dcf))
     return float(dcf[i] / default), float(thr[i])
+
+
+@dataclass
+class EvalResult:
+    eer: float
+    threshold: float
+    min_dcf_01: float
+    min_dcf_05: float
+    trials: int
+    targets: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def score_trials(
+    emb: np.ndarray, trials: list[tuple[int, int, int]] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores of ``(label, i, j)`` trials over unit-norm rows of ``emb``, and labels."""
+    t = np.asarray(trials)
+    scores = np.sum(emb[t[:, 1]] * emb[t[:, 2]], axis=1)
+    return scores, t[:, 0]
+
+
+def summarize(scores: np.ndarray, labels: np.ndarray) -> EvalResult:
+    rate, thr = eer(scores, labels)
+    return EvalResult(
+        rate,
+        thr,
+        min_dcf(scores, labels, 0.01)[0],
+        min_dcf(scores, labels, 0.05)[0],
+        len(labels),
+        int(np.sum(labels)),
+    )
+
+
+def as_norm(
+    scores: np.ndarray, emb: np.ndarray, trials, cohort: np.ndarray, top: int = 100
+) -> np.ndarray:
+    """Adaptive symmetric score normalisation against the top-``top`` cohort scores."""
+    top = min(top, len(cohort))
+    sims = np.sort(emb @ cohort.T, axis=1)[:, -top:]
+    mu, sd = sims.mean(axis=1), sims.std(axis=1) + 1e-9
+    i, j = np.asarray(trials)[:, 1], np.asarray(trials)[:, 2]
+    return 0.5 * ((scores - mu[i]) / sd[i] + (scores - mu[j]) / sd[j])

@@ -19,9 +19,11 @@ import yaml
 from ray.cluster_utils import Cluster
 
 from cluster.config import load_config
-from cluster.queue import NAMESPACE, create_queue, create_registry
-from learner.__main__ import learner_options
+from cluster.queue import create_queue
+from cluster.ray_session import NAMESPACE
+from cluster.registry import create_registry
 from learner.actor import LearnerActor
+from learner.launch import learner_options
 from workers.pool import start_producers, stop_producers
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -81,7 +83,7 @@ def run(cluster, tmp_path_factory):
     queue = create_queue(run_id, cfg.producer.queue_size)
     learner = (
         ray.remote(LearnerActor)
-        .options(**learner_options(cfg, ray))
+        .options(**learner_options(cfg))
         .remote(cfg.to_dict(), str(tmp_path_factory.mktemp("run")), run_id, "cpu")
     )
     ray.get(learner.info.remote())

@@ -1,6 +1,6 @@
 import pytest
 
-from cluster.config import ConfigError, load_config, parse_override, preset_names, replace
+from cluster.config import ConfigError, load_config, preset_names, replace
 
 
 def test_presets_load_and_differ():
@@ -16,7 +16,23 @@ def test_override_types_and_scientific_notation():
     assert cfg.learner.lr == pytest.approx(3e-4)
     assert cfg.sampler.frames == 200
     assert cfg.data.path == "/x"
-    assert parse_override("a.b.c=true") == {"a": {"b": {"c": True}}}
+    assert load_config("demo", ["learner.eval_every=0x10"]).learner.eval_every == 16
+
+
+@pytest.mark.parametrize(
+    "override, text",
+    [
+        ("data.path=0755", "0755"),  # YAML 1.1: the octal integer 493
+        ("data.path=10:30", "10:30"),  # YAML 1.1: the sexagesimal integer 630
+        ("data.cache_dir=1e3", "1e3"),
+        ("data.feature_cache=off", "off"),  # YAML 1.1: the boolean False
+        ("data.path=null", "null"),
+        ("data.path= /my corpus ", "/my corpus"),
+    ],
+)
+def test_string_fields_keep_the_text_as_typed(override, text):
+    key = override.split("=")[0].split(".")[1]
+    assert getattr(load_config("demo", [override]).data, key) == text
 
 
 @pytest.mark.parametrize(
@@ -27,6 +43,13 @@ def test_override_types_and_scientific_notation():
         ("sampler.frames=abc", "sampler.frames: expected int"),
         ("learner.mining=hardest", "learner.mining"),
         ("learner.lr", "must look like"),
+        ("learner.lr=nan", "learner.lr: must be a finite number"),
+        ("learner.lr=-1e-3", "learner.lr: must be at least 0"),
+        ("sampler.triplets=0", "sampler.triplets: must be at least 1"),
+        ("features.hop_ms=0", "features.hop_ms: must be greater than 0"),
+        ("producer.queue_size=0", "producer.queue_size: must be at least 1"),
+        ("data.eval_fraction=1.5", "data.eval_fraction: must be at most"),
+        ("learner.keep_checkpoints=0", "learner.keep_checkpoints"),
     ],
 )
 def test_bad_overrides_are_clear(override, message):

@@ -6,27 +6,11 @@ import pytest
 
 from cluster.config import FeatureConfig
 from workers.audio import load_audio
-from workers.features import LogMel, fit_frames, mel_filterbank, normalize
+from workers.features import LogMel, fit_frames, librosa_logmel, mel_filterbank, normalize
 
 # Stated tolerance: our float32 pipeline agrees with librosa's (float32 STFT) to within
 # 0.01 dB on log-mel energies above -80 dB.
 TOL_DB = 0.01
-
-
-def librosa_logmel(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    s = librosa.feature.melspectrogram(
-        y=y,
-        sr=cfg.sample_rate,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        win_length=cfg.win_length,
-        n_mels=cfg.n_mels,
-        fmin=cfg.fmin,
-        fmax=cfg.fmax,
-        center=False,
-        power=2.0,
-    )
-    return librosa.power_to_db(s, ref=1.0, amin=1e-10, top_db=None).T
 
 
 def test_filterbank_matches_librosa():

@@ -44,7 +44,7 @@ def trained(tmp_path_factory, speech_subset):
 
     learner: Learner = build_learner(cfg, run, device="cpu")
     q: queue.Queue = queue.Queue()
-    BatchProducer(cfg, 0, q).run(max_batches=40)
+    BatchProducer.from_config(cfg, 0, q).run(max_batches=40)
     learner.fit([q.get() for _ in range(40)])
     assert CheckpointManager(run / "checkpoints").best() is not None
     return run

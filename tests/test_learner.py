@@ -30,7 +30,7 @@ def cfg():
 @pytest.fixture(scope="module")
 def batches(cfg, synthetic_root):
     q = queue.Queue()
-    BatchProducer(cfg, 0, q).run(max_batches=8)
+    BatchProducer.from_config(cfg, 0, q).run(max_batches=8)
     return [q.get() for _ in range(8)]
 
 

@@ -15,7 +15,8 @@ from cluster import metrics as M
 from cluster.metrics import MetricsWriter
 from cluster.redis_server import EmbeddedRedis
 from dashboard.app import Dashboard
-from dashboard.store import RunsDirSource, RunSeries, UrlSource, minmax
+from dashboard.series import minmax
+from dashboard.store import RunsDirSource, RunSeries, UrlSource
 from tests.conftest import write_run
 
 pytestmark = pytest.mark.redis

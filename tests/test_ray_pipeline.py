@@ -9,9 +9,10 @@ import pytest
 import ray
 
 from cluster.config import load_config, replace
-from cluster.queue import BatchStream, attach_queue, create_queue, create_registry
+from cluster.queue import BatchStream, attach_queue, create_queue
 from cluster.ray_session import init_ray
-from workers.cache import FeatureStore, cache_dir_for
+from cluster.registry import create_registry
+from workers.cache import FeatureStore
 from workers.corpus import SpeakerDatabase
 from workers.pool import start_producers, stop_producers
 from workers.precompute import precompute
@@ -94,7 +95,7 @@ def test_workers_cli_attaches_and_removes(ray_session, synthetic_root):
 def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subset, tmp_path):
     cfg = load_config("smoke").features
     db = SpeakerDatabase.scan(speech_subset)
-    store = FeatureStore(cache_dir_for(db, cfg, str(tmp_path)))
+    store = FeatureStore.for_corpus(db.root, cfg, str(tmp_path))
     # Pretend an earlier run was killed after two files.
     first = precompute(db.subset(db.speakers[:1]), cfg, str(tmp_path), progress=False)
     assert first["done"] == len(db.by_speaker[db.speakers[0]])
@@ -113,7 +114,7 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
     )
     import queue as std_queue
 
-    producer = BatchProducer(run_cfg, 0, std_queue.Queue(100))
+    producer = BatchProducer.from_config(run_cfg, 0, std_queue.Queue(100))
     producer.run(max_batches=5)
     assert producer.source.computed == 0
 
@@ -121,7 +122,7 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
 def test_autoscaler_adds_a_producer_when_the_learner_starves(ray_session, redis_server):
     from cluster import metrics as M
     from cluster.metrics import MetricsWriter
-    from learner.__main__ import Autoscaler
+    from workers.scaling import Autoscaler
 
     _, url = redis_server
     cfg = load_config("smoke", ["producer.autoscale_wait_share=0.2"])

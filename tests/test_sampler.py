@@ -92,11 +92,11 @@ def test_producer_survives_every_bad_file(tmp_path):
     import queue
 
     q = queue.Queue(maxsize=1000)
-    producer = BatchProducer(cfg, 0, q)
+    producer = BatchProducer.from_config(cfg, 0, q)
     stats = producer.run(max_batches=30)
     assert stats["built"] == 30 and q.qsize() == 30
     assert stats["rejected"].get("no_speech", 0) >= 1  # silent files found and discarded
-    discarded = {producer.db.utterances[i].path for i in producer.sampler.discarded}
+    discarded = {producer.sampler.db.utterances[i].path for i in producer.sampler.discarded}
     assert discarded <= {"s1/silent.wav", "s2/silent2.wav"}
     assert discarded  # at least one silent file was drawn, found and dropped
     while not q.empty():

@@ -19,8 +19,8 @@ import sys
 import ray
 
 from cluster.config import ConfigError, config_from_dict, replace
-from cluster.queue import attach_registry
 from cluster.ray_session import init_ray
+from cluster.registry import attach_registry
 from workers.pool import start_producers, stop_producers
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from cluster.config import FeatureConfig
-from cluster.runs import atomic_write_text
+from cluster.files import atomic_write, atomic_write_text
 from workers.audio import AudioError, TooShort, load_speech
 from workers.corpus import SpeakerDatabase, corpus_key, default_cache_root
 from workers.features import LogMel
@@ -36,21 +35,17 @@ class RejectedAudio(AudioError):
         self.reason = reason
 
 
-def cache_dir_for(db: SpeakerDatabase, cfg: FeatureConfig, cache_dir: str = "") -> Path:
-    return default_cache_root(cache_dir) / "features" / corpus_key(db.root) / cfg.fingerprint()
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 class FeatureStore:
     """Read and write one corpus's cached features for one feature spec."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @classmethod
+    def for_corpus(cls, corpus: Path, cfg: FeatureConfig, cache_dir: str = "") -> FeatureStore:
+        """The store of ``corpus``'s features for the feature spec of ``cfg``."""
+        key = corpus_key(Path(corpus))
+        return cls(default_cache_root(cache_dir) / "features" / key / cfg.fingerprint())
 
     def key(self, rel: str) -> str:
         return hashlib.sha1(rel.encode()).hexdigest()[:20]
@@ -74,11 +69,11 @@ class FeatureStore:
 
     def save(self, rel: str, feats: np.ndarray) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.npy(rel), feats)
+        atomic_write(self.npy(rel), lambda fh: np.save(fh, feats), fsync=False)
 
     def reject(self, rel: str, reason: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.rej(rel), json.dumps({"path": rel, "reason": reason}))
+        atomic_write_text(self.rej(rel), json.dumps({"path": rel, "reason": reason}), fsync=False)
 
     def rejection(self, rel: str) -> str:
         try:

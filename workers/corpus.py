@@ -1,17 +1,7 @@
-"""Speaker corpus scanning: layouts, a header-only manifest with a cache, speaker splits.
+"""Speaker corpus scanning: a header-only manifest with a cache, speaker splits.
 
-``SpeakerDatabase.scan(root)`` walks a corpus in one of four layouts, found
-automatically from where the audio files sit:
-
-=============  ===============================  =========
-layout         files                            speaker
-=============  ===============================  =========
-librispeech    ``spk/chapter/utt.flac``          ``spk``
-voxceleb       ``id10001/video/00001.wav``       ``id10001``
-vctk           ``wav48/p225/p225_001.wav``       ``p225``
-flat           ``spk/utt.wav``                   ``spk``
-=============  ===============================  =========
-
+``SpeakerDatabase.scan(root)`` walks a corpus in one of the layouts of
+:mod:`workers.layouts` (found automatically from where the audio files sit).
 Durations come from file headers (``soundfile.info``), never from decoding
 audio bodies. The manifest is cached as JSON keyed by each file's size and
 mtime, so a rescan re-reads only the headers of files that changed. Files that
@@ -25,18 +15,17 @@ import hashlib
 import json
 import logging
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile as sf
 
-from cluster.runs import atomic_write_text
+from cluster.files import atomic_write_text
 from workers.audio import AUDIO_EXTENSIONS
+from workers.layouts import LAYOUTS, detect_layout, speaker_of, walk
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("librispeech", "voxceleb", "vctk", "flat")
 UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".opus", ".amr", ".mp4", ".webm", ".aiff", ".au")
 MANIFEST_VERSION = 1
 
@@ -66,50 +55,6 @@ def default_cache_root(cache_dir: str = "") -> Path:
 def corpus_key(root: Path) -> str:
     """Stable name for a corpus root in the cache."""
     return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:10]}"
-
-
-def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
-    out = []
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError as exc:
-            log.warning("cannot list %s: %s", d, exc)
-            continue
-        for e in entries:
-            if e.name.startswith("."):
-                continue  # caches, editor files, .DS_Store
-            if e.is_dir(follow_symlinks=True):
-                stack.append(Path(e.path))
-            elif e.is_file(follow_symlinks=True):
-                out.append((os.path.relpath(e.path, root), e.stat()))
-    out.sort()
-    return out
-
-
-def detect_layout(paths: list[str]) -> str:
-    """Layout of the audio files' relative paths (see the module docstring)."""
-    depths = Counter(len(Path(p).parts) for p in paths)
-    if not depths:
-        return "flat"
-    depth = depths.most_common(1)[0][0]
-    if depth == 2:
-        return "flat"
-    deep = [Path(p).parts for p in paths if len(Path(p).parts) == depth]
-    if all(parts[0].lower().startswith("wav") for parts in deep):
-        return "vctk"
-    if depth == 3 and all(parts[1].isdigit() for parts in deep):
-        return "librispeech"
-    return "voxceleb"
-
-
-def _speaker_of(parts: tuple[str, ...], layout: str) -> str | None:
-    want = 3 if layout in ("librispeech", "voxceleb", "vctk") else 2
-    if len(parts) != want:
-        return None
-    return parts[1] if layout == "vctk" else parts[0]
 
 
 def wav_is_truncated(path: Path, size: int) -> bool:
@@ -174,7 +119,7 @@ class SpeakerDatabase:
             raise CorpusError(f"corpus root {root} does not exist")
         if not root.is_dir():
             raise CorpusError(f"corpus root {root} is not a directory")
-        files = _walk(root)
+        files = walk(root)
         audio = [(p, st) for p, st in files if p.lower().endswith(AUDIO_EXTENSIONS)]
         if not audio:
             raise CorpusError(
@@ -207,7 +152,7 @@ class SpeakerDatabase:
             hit = cached.get(rel)
             probe = hit[2] if hit and hit[:2] == key else _probe(root / rel, st.st_size)
             entries[rel] = key + [probe]
-            speaker = _speaker_of(Path(rel).parts, layout)
+            speaker = speaker_of(Path(rel).parts, layout)
             if speaker is None:
                 _skip(skipped, "outside_layout", rel, f"not where a {layout} corpus keeps audio")
             elif isinstance(probe, str):

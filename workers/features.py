@@ -133,3 +133,26 @@ def fit_frames(features: np.ndarray, frames: int, start: int) -> np.ndarray:
         return features[start : start + frames]
     reps = -(-frames // n)
     return np.concatenate([features] * reps, axis=0)[:frames]
+
+
+def librosa_logmel(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The same features computed by librosa, the field's reference: ``[frames, n_mels]`` dB.
+
+    Not used in training; the tests check ``LogMel`` against it and ``bench/features.py``
+    times both on the same segments.
+    """
+    import librosa
+
+    s = librosa.feature.melspectrogram(
+        y=y,
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+        center=False,
+        power=2.0,
+    )
+    return librosa.power_to_db(s, ref=1.0, amin=1e-10, top_db=None).T

@@ -14,7 +14,10 @@ from typing import Any
 import ray
 
 from cluster.config import RunConfig, config_from_dict
-from cluster.queue import NAMESPACE, Envelope, attach_queue, attach_registry
+from cluster.metrics import MetricsWriter
+from cluster.queue import Envelope, attach_queue
+from cluster.ray_session import NAMESPACE
+from cluster.registry import attach_registry
 from workers.producer import BatchProducer
 
 log = logging.getLogger(__name__)
@@ -24,8 +27,9 @@ def producer_name(run_id: str, worker_id: int) -> str:
     return f"producer-{run_id}-{worker_id}"
 
 
-class ProducerActor(BatchProducer):
-    """A BatchProducer that finds its run's queue by id, so Ray can restart it anywhere."""
+class ProducerActor:
+    """A BatchProducer that finds its run's queue, registry and metrics store by run id, so
+    Ray can restart it on any node. A plain class; :func:`start_producers` makes it remote."""
 
     def __init__(
         self, config: dict[str, Any], run_id: str, worker_id: int, detached: bool = False
@@ -34,39 +38,41 @@ class ProducerActor(BatchProducer):
         cfg = config_from_dict(config)
         self.run_id, self.detached = run_id, detached
         registry = attach_registry(run_id)
-        super().__init__(
+        url = ray.get(registry.metrics_url.remote())
+        self.producer = BatchProducer.from_config(
             cfg,
             worker_id,
             attach_queue(run_id),
             wrap=Envelope.wrap,
-            metrics=_metrics_writer(
-                cfg,
-                ray.get(registry.info.remote()).get("redis_url"),
-                run_id,
-                f"producer-{worker_id}",
-            ),
+            metrics=MetricsWriter.from_config(cfg.metrics, run_id, f"producer-{worker_id}", url),
         )
         saved = ray.get(registry.take_sampler_state.remote(worker_id))
         if saved:  # a resumed run: continue this worker's stream where the learner left it
-            self.sampler.set_state(json.loads(saved))
+            self.producer.sampler.set_state(json.loads(saved))
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
-        stats = super().run(max_batches)
-        if self.detached and self.queue_gone:
+        stats = self.producer.run(max_batches)
+        if self.detached and self.producer.queue_gone:
             ray.actor.exit_actor()  # the run ended: a detached producer must not linger
         return stats
 
+    def stop(self) -> None:
+        self.producer.stop()
 
-def _metrics_writer(cfg: RunConfig, url: str | None, run_id: str, source: str) -> Any:
-    from cluster.metrics import MetricsWriter
-
-    return MetricsWriter.from_config(cfg.metrics, run_id, source, url=url)
+    def stats(self) -> dict[str, Any]:
+        return self.producer.stats()
 
 
 def start_producers(
-    cfg: RunConfig, run_id: str, count: int, detached: bool = False, registry: Any = None
+    cfg: RunConfig,
+    run_id: str,
+    count: int,
+    detached: bool = False,
+    registry: Any = None,
+    watch: Any = None,
 ) -> list[Any]:
-    """Create ``count`` producer actors for a run and start their loops."""
+    """Create ``count`` producer actors for a run and start their loops; a ``watch``
+    (:class:`workers.watch.ProducerWatch`) is handed each loop to look after."""
     registry = registry or attach_registry(run_id)
     ids = ray.get(registry.reserve_worker_ids.remote(count))
     base_options = dict(
@@ -86,7 +92,9 @@ def start_producers(
         if detached:
             opts["lifetime"] = "detached"
         handle = actor_cls.options(**opts).remote(cfg.to_dict(), run_id, wid, detached)
-        handle.run.remote()
+        loop = handle.run.remote()
+        if watch is not None:
+            watch.add(wid, handle, loop)
         registry.register_producer.remote(wid, name)
         handles.append(handle)
     log.info("started producers %s for run %s", ids, run_id)

@@ -26,9 +26,10 @@ from tqdm import tqdm
 from cluster.config import ConfigError, FeatureConfig, load_config
 from cluster.ray_session import init_ray
 from workers.audio import AudioError
-from workers.cache import FeatureStore, cache_dir_for, extract
+from workers.cache import FeatureStore, extract
 from workers.corpus import CorpusError, SpeakerDatabase, Utterance
 from workers.features import LogMel
+from workers.rundata import RunData
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def precompute(
     progress: bool = True,
 ) -> dict[str, int]:
     """Fill the cache for ``db`` using the connected Ray cluster; returns outcome counts."""
-    store = FeatureStore(cache_dir_for(db, cfg, cache_dir))
+    store = FeatureStore.for_corpus(db.root, cfg, cache_dir)
     todo = [u.path for u in db.utterances if store.status(u.path) is None]
     totals = {"already": len(db.utterances) - len(todo), "done": 0}
     if not todo:
@@ -108,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        cfg = load_config(a.preset, a.set)
-        db = SpeakerDatabase.scan(a.data, cfg.data.layout, cfg.data.min_seconds, a.cache_dir)
+        cfg = load_config(
+            a.preset, [*a.set, f"data.path={a.data}", f"data.cache_dir={a.cache_dir}"]
+        )
+        db = RunData.open(cfg.data, cfg.synthetic).db
     except (ConfigError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     totals = precompute(db, cfg.features, a.cache_dir)
     print(
         f"features for {len(db.utterances)} utterances in "
-        f"{cache_dir_for(db, cfg.features, a.cache_dir)} ({time.time() - t0:.1f} s): {totals}"
+        f"{FeatureStore.for_corpus(db.root, cfg.features, a.cache_dir).root} "
+        f"({time.time() - t0:.1f} s): {totals}"
     )
     return 0
 

@@ -1,11 +1,13 @@
 """The producer: a plain class that builds triplet batches and puts them on a queue.
 
-``BatchProducer`` knows nothing of Ray; the driver (or ``python -m workers``)
-makes it a restartable actor with :func:`producer_actor`. It loops until
-stopped, blocking on a full queue (backpressure), and reports its build time
-and throughput through ``stats()`` and, when given one, a metrics writer.
+``BatchProducer`` knows nothing of Ray or of how the corpus was opened: it is
+handed its sampler and feature source (``from_config`` wires them from a run's
+config through :class:`~workers.rundata.RunData`). ``workers.pool`` makes it a
+restartable actor. It loops until stopped, blocking on a full queue
+(backpressure), and reports its build time and throughput through ``stats()``
+and its metrics writer.
 
-    producer = BatchProducer(cfg, worker_id=0, queue=q, wrap=Envelope.wrap)
+    producer = BatchProducer.from_config(cfg, worker_id=0, queue=q, wrap=Envelope.wrap)
     producer.run()            # until producer.stop() or the queue goes away
 """
 
@@ -15,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from queue import Full as StdFull
 from typing import Any
 
@@ -23,30 +24,13 @@ import numpy as np
 import ray.exceptions
 from ray.util.queue import Full as RayFull
 
-from cluster.config import RunConfig
-from workers.cache import FeatureSource, FeatureStore, cache_dir_for
-from workers.corpus import SpeakerDatabase
+from cluster.config import ProducerConfig, RunConfig
+from cluster.metrics import NULL_METRICS
+from workers.cache import FeatureSource
+from workers.rundata import RunData
 from workers.sampler import BatchBuilder, TripletSampler
 
 log = logging.getLogger(__name__)
-
-
-def resolve_corpus(cfg: RunConfig) -> Path:
-    """The corpus root: ``data.path``, or the synthetic corpus generated into the cache."""
-    if cfg.data.path:
-        return Path(cfg.data.path).expanduser()
-    from workers.synthetic import ensure_corpus
-
-    return ensure_corpus(cfg.synthetic, cfg.data.cache_dir)
-
-
-def open_database(cfg: RunConfig) -> tuple[SpeakerDatabase, list[str], list[str]]:
-    """Scan the corpus and split it: ``(db, train_speakers, eval_speakers)``."""
-    db = SpeakerDatabase.scan(
-        resolve_corpus(cfg), cfg.data.layout, cfg.data.min_seconds, cfg.data.cache_dir
-    )
-    train, held = db.split(cfg.data.eval_fraction, cfg.data.split_seed, cfg.data.min_eval_speakers)
-    return db, train, held
 
 
 def producer_seed(base: int, worker_id: int) -> int:
@@ -57,44 +41,23 @@ def producer_seed(base: int, worker_id: int) -> int:
 class BatchProducer:
     def __init__(
         self,
-        cfg: RunConfig,
         worker_id: int,
+        sampler: TripletSampler,
+        source: FeatureSource,
         queue: Any,
+        frames: int,
+        cfg: ProducerConfig | None = None,
         wrap: Callable[[Any], Any] | None = None,
-        metrics: Any = None,
-        db: SpeakerDatabase | None = None,
+        metrics: Any = NULL_METRICS,
     ) -> None:
         """``queue`` needs ``put(item, timeout=...)`` raising ``queue.Full`` when full;
         ``wrap`` turns a Batch into what is enqueued (``Envelope.wrap`` under Ray)."""
-        self.cfg, self.worker_id, self.queue = cfg, worker_id, queue
+        self.worker_id, self.queue = worker_id, queue
+        self.cfg = cfg or ProducerConfig()
         self.wrap = wrap or (lambda batch: batch)
         self.metrics = metrics
-        if db is None:
-            db, train, _ = open_database(cfg)
-        else:
-            train, _ = db.split(
-                cfg.data.eval_fraction, cfg.data.split_seed, cfg.data.min_eval_speakers
-            )
-        self.db = db
-        mode = cfg.data.feature_cache
-        store = (
-            None
-            if mode == "off"
-            else FeatureStore(cache_dir_for(db, cfg.features, cfg.data.cache_dir))
-        )
-        self.source = FeatureSource(
-            db,
-            cfg.features,
-            store,
-            write_cache=mode == "readwrite",
-            memory_bytes=0 if mode == "off" else 256 << 20,
-        )
-        self.sampler = TripletSampler(
-            db, train, cfg.sampler.triplets, producer_seed(cfg.sampler.seed, worker_id)
-        )
-        self.builder = BatchBuilder(
-            self.sampler, self.source, cfg.sampler.frames, cfg.features.dtype, worker_id
-        )
+        self.sampler, self.source = sampler, source
+        self.builder = BatchBuilder(sampler, source, frames, source.cfg.dtype, worker_id)
         self._stop = threading.Event()
         self.built = 0
         self.build_seconds = 0.0
@@ -102,7 +65,41 @@ class BatchProducer:
         self.started = time.time()
         self.queue_gone = False
         self._put_since: float | None = None
-        log.info("producer %d ready: %s, %d training speakers", worker_id, db.summary(), len(train))
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: RunConfig,
+        worker_id: int,
+        queue: Any,
+        wrap: Callable[[Any], Any] | None = None,
+        metrics: Any = NULL_METRICS,
+        data: RunData | None = None,
+    ) -> BatchProducer:
+        """A producer of the run ``cfg`` describes, on its training speakers."""
+        data = data or RunData.open(cfg.data, cfg.synthetic)
+        sampler = TripletSampler(
+            data.db,
+            data.train,
+            cfg.sampler.triplets,
+            producer_seed(cfg.sampler.seed, worker_id),
+        )
+        log.info(
+            "producer %d ready: %s, %d training speakers",
+            worker_id,
+            data.db.summary(),
+            len(data.train),
+        )
+        return cls(
+            worker_id,
+            sampler,
+            data.source(cfg.features),
+            queue,
+            cfg.sampler.frames,
+            cfg.producer,
+            wrap,
+            metrics,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -128,12 +125,12 @@ class BatchProducer:
         try:
             while not self._stop.is_set():
                 try:
-                    self.queue.put(item, timeout=self.cfg.producer.put_timeout)
+                    self.queue.put(item, timeout=self.cfg.put_timeout)
                     return True
                 except (StdFull, RayFull):
                     continue
                 except ray.exceptions.ActorUnavailableError:
-                    time.sleep(self.cfg.producer.put_timeout)  # restarting: try again
+                    time.sleep(self.cfg.put_timeout)  # restarting: try again
                     continue
             return False
         finally:
@@ -155,11 +152,7 @@ class BatchProducer:
                 self.queue_gone = True
                 break
             self.built += 1
-            if self.metrics is not None:
-                self.metrics.producer(
-                    self.worker_id,
-                    batch.build_seconds,
-                    self.built,
-                    self.stats()["batches_per_second"],
-                )
+            self.metrics.producer(
+                self.worker_id, batch.build_seconds, self.built, self.stats()["batches_per_second"]
+            )
         return self.stats()

@@ -1,0 +1,183 @@
+"""Checking config data against the schema: types, choices, ranges and ``--set`` overrides.
+
+Generic over the frozen dataclasses of :mod:`cluster.config`; an error names the key.
+
+    build(RunConfig, {"learner": {"lr": 3e-4}})        # -> RunConfig, or ConfigError
+    parse_override("learner.lr=3e-4")                  # -> {"learner": {"lr": Override}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A preset, file or override that does not fit the config schema."""
+
+
+_CHOICES = {
+    ("data", "layout"): {"auto", "librispeech", "voxceleb", "vctk", "flat"},
+    ("data", "feature_cache"): {"readwrite", "read", "off"},
+    ("features", "dtype"): {"float16", "float32"},
+    ("learner", "mining"): {"none", "hard", "semihard"},
+    ("learner", "device"): {"auto", "cpu", "gpu"},
+    ("learner", "mixed_precision"): {"auto", "on", "off"},
+}
+
+
+@dataclass(frozen=True)
+class _Override:
+    """A ``--set`` value as typed and as YAML reads it: a string field takes the text as
+    typed (``0755`` stays "0755", ``off`` stays "off"), other fields the parsed value."""
+
+    text: str
+    parsed: Any
+
+
+# Allowed values of numeric fields: (lowest, highest), each None for no bound; "lowest" is
+# exclusive where it is written as ``(">", x)``. Every float must also be finite.
+_RANGES: dict[tuple[str, str], tuple[Any, Any]] = {
+    ("features", "sample_rate"): (1, None),
+    ("features", "n_mels"): (1, None),
+    ("features", "win_ms"): ((">", 0), None),
+    ("features", "hop_ms"): ((">", 0), None),
+    ("features", "n_fft"): (2, None),
+    ("features", "fmin"): (0, None),
+    ("features", "fmax"): ((">", 0), None),
+    ("data", "min_seconds"): (0, None),
+    ("data", "eval_fraction"): (0, 0.9),
+    ("data", "min_eval_speakers"): (0, None),
+    ("synthetic", "speakers"): (2, None),
+    ("synthetic", "utterances"): (2, None),
+    ("synthetic", "seconds"): ((">", 0), None),
+    ("sampler", "triplets"): (1, None),
+    ("sampler", "frames"): (1, None),
+    ("producer", "count"): (0, None),
+    ("producer", "max_count"): (1, None),
+    ("producer", "autoscale_wait_share"): (0, 1),
+    ("producer", "queue_size"): (1, None),
+    ("producer", "num_cpus"): (0, None),
+    ("producer", "put_timeout"): ((">", 0), None),
+    ("model", "width"): ((">", 0), None),
+    ("model", "blocks"): (1, None),
+    ("model", "embedding_dim"): (1, None),
+    ("learner", "lr"): (0, None),  # 0 freezes the weights (a test of the collapse guard uses it)
+    ("learner", "max_steps"): (0, None),
+    ("learner", "margin"): (0, None),
+    ("learner", "eval_every"): (0, None),
+    ("learner", "eval_trials"): (2, None),
+    ("learner", "checkpoint_every"): (0, None),
+    ("learner", "keep_checkpoints"): (1, None),
+    ("learner", "prefetch"): (1, None),
+    ("metrics", "stream_maxlen"): (1, None),
+    ("metrics", "buffer"): (1, None),
+}
+
+
+def _check_range(key: str, value: Any, rule: tuple[Any, Any]) -> None:
+    low, high = rule
+    if isinstance(low, tuple):
+        if not value > low[1]:
+            raise ConfigError(f"{key}: must be greater than {low[1]}, got {value!r}")
+    elif low is not None and not value >= low:
+        raise ConfigError(f"{key}: must be at least {low}, got {value!r}")
+    if high is not None and not value <= high:
+        raise ConfigError(f"{key}: must be at most {high}, got {value!r}")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if isinstance(value, _Override):
+        value = value.text if hint is str else value.parsed
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, str):  # "nan", "inf" and YAML 1.1's dotless "3e-4" are strings
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if isinstance(data, _Override):
+        data = data.parsed
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s}; known keys of {prefix or 'config'}: "
+            + ", ".join(sorted(names))
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, value, prefix=f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+            section = prefix.rstrip(".")
+            allowed = _CHOICES.get((section, name))
+            if allowed and kwargs[name] not in allowed:
+                raise ConfigError(f"{key}: {kwargs[name]!r} is not one of {sorted(allowed)}")
+            if (section, name) in _RANGES:
+                _check_range(key, kwargs[name], _RANGES[(section, name)])
+    return cls(**kwargs)
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"learner.lr=3e-4"`` -> ``{"learner": {"lr": 3e-4}}``: the value parsed as YAML, or
+    kept as typed where the field is a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: cannot parse value: {exc}") from None
+    out: dict[str, Any] = {parts[-1]: _Override(raw.strip(), value)}
+    for part in reversed(parts[:-1]):
+        out = {part: out}
+    return out

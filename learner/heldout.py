@@ -1,0 +1,51 @@
+"""Held-out evaluation during training: the held-out speakers' features, a fixed trial list,
+and the EER and minDCF of the current model on them.
+
+    evaluator = HeldOutEval(held_db, held_source, frames=160, n_trials=2000)
+    result = evaluator(learner.embed)      # EvalResult
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from learner.embedding import Embedder, embed_features
+from learner.scoring import EvalResult, score_trials, summarize
+from learner.trials import generate_trials
+from workers.audio import AudioError
+from workers.cache import FeatureSource
+from workers.corpus import SpeakerDatabase
+
+log = logging.getLogger(__name__)
+
+
+class HeldOutEval:
+    """The held-out speakers' utterances with their features, and a fixed trial list."""
+
+    def __init__(
+        self,
+        db: SpeakerDatabase,
+        source: FeatureSource,
+        frames: int,
+        n_trials: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        feats, keep = [], []
+        for i in range(len(db.utterances)):
+            try:
+                feats.append(np.asarray(source.get(i), dtype=np.float32))
+                keep.append(db.utterances[i])
+            except AudioError as exc:
+                log.warning("evaluation skips %s", exc)
+        self.db = SpeakerDatabase(db.root, db.layout, keep, db.skipped)
+        self.features = feats
+        self.frames = frames
+        self.trials = generate_trials(self.db, n_trials, seed)
+        if not any(t[0] for t in self.trials):
+            raise ValueError("held-out speakers give no target trials (need 2+ utterances each)")
+
+    def __call__(self, embed: Embedder) -> EvalResult:
+        emb = embed_features(self.features, embed, self.frames)
+        return summarize(*score_trials(emb, self.trials))

@@ -1,0 +1,151 @@
+"""Assembling a run on Ray and taking it down again: metrics store, registry, queue, learner
+actor, producers. The driver (``python -m learner``) only parses, shows progress and calls this.
+
+    launch = Launch(cfg, run, resume=None, redis_url="")
+    launch.open_metrics()                # embedded Redis or the URL; status "starting"
+    info = launch.start(address=None)    # the learner first, then the producers
+    ... ray.get(launch.actor.train.remote(100)) ...
+    saved = launch.close(code=0)         # exit checkpoint, producers stopped, status written
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import ray
+
+from cluster.config import RunConfig
+from cluster.metrics import NULL_METRICS, MetricsWriter
+from cluster.queue import create_queue
+from cluster.ray_session import init_ray, spare_cpus
+from cluster.registry import create_registry
+from cluster.runs import RunDir
+from learner.actor import LearnerActor
+from learner.checkpoint import Checkpoint
+from workers.pool import start_producers, stop_producers
+from workers.scaling import Autoscaler
+
+log = logging.getLogger(__name__)
+
+STATUS_OF_EXIT = {0: "finished", 130: "interrupted"}  # any other exit code: "failed"
+
+
+def learner_options(cfg: RunConfig) -> dict[str, Any]:
+    """Ray resources for the learner: a GPU when asked or available, the `learner` node."""
+    res = ray.cluster_resources()
+    opts: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
+    want_gpu = cfg.learner.device == "gpu" or (cfg.learner.device == "auto" and res.get("GPU"))
+    if want_gpu:
+        opts["num_gpus"] = 1
+    if res.get("learner"):
+        opts["resources"] = {"learner": 1}
+    return opts
+
+
+class Launch:
+    """One run's processes and stores, from start to a clean end."""
+
+    def __init__(
+        self, cfg: RunConfig, run: RunDir, resume: Checkpoint | None = None, redis_url: str = ""
+    ) -> None:
+        self.cfg, self.run, self.resume = cfg, run, resume
+        self.url = redis_url or os.environ.get("REDIS_URL") or cfg.metrics.redis_url
+        self.embedded = None  # EmbeddedRedis started for this run, if any
+        self.writer: Any = NULL_METRICS
+        self.actor = self.registry = self.queue = self.scaler = None
+        self.producers = 0
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def open_metrics(self) -> None:
+        """Start (or reuse) the run's embedded Redis unless a URL was given; say "starting"."""
+        if not self.url:
+            from cluster.redis_server import EmbeddedRedis
+
+            self.embedded = EmbeddedRedis(self.run.redis_dir)
+            self.url = self.embedded.ensure()
+        cfg = self.cfg
+        self.writer = MetricsWriter(self.url, self.run_id, "driver")
+        self.writer.meta(
+            config=json.dumps(cfg.to_dict()),
+            started_at=time.time(),
+            status="starting",
+            preset=cfg.preset,
+            data=cfg.data.path or "synthetic",
+            max_steps=cfg.learner.max_steps,
+            run_dir=str(self.run.path),
+        )
+        self.writer.event("start", {"resume": str(self.resume.path) if self.resume else None})
+
+    def start(self, address: str | None = None, cpus: int | None = None) -> dict[str, Any]:
+        """Connect to Ray and start the run's actors; returns the learner's ``info()``."""
+        cfg, run_id = self.cfg, self.run_id
+        init_ray(address, num_cpus=cpus, quiet=False)
+        states = (self.resume.state().get("sampler_states") or {}) if self.resume else {}
+        self.registry = create_registry(run_id, cfg.to_dict(), str(self.run.path), states, self.url)
+        self.queue = create_queue(run_id, cfg.producer.queue_size)
+        # The learner first: it holds its node (GPU, `learner` resource) before producers
+        # could take that node's CPUs.
+        self.actor = (
+            ray.remote(LearnerActor)
+            .options(**learner_options(cfg))
+            .remote(
+                cfg.to_dict(),
+                str(self.run.path),
+                run_id,
+                cfg.learner.device,
+                str(self.resume.path) if self.resume else None,
+                self.url,
+            )
+        )
+        info = ray.get(self.actor.info.remote())  # placed and built: producers may fill the rest
+        self.producers = cfg.producer.count or spare_cpus(reserved=1)
+        start_producers(cfg, run_id, self.producers, registry=self.registry)
+        log.info(
+            "learner: %s, %d parameters, %d producer(s)",
+            info["device"],
+            info["params"],
+            self.producers,
+        )
+        self.writer.meta(
+            status="running", device=info["device"], params=info["params"], producers=self.producers
+        )
+        self.scaler = Autoscaler(cfg, run_id, self.producers, self.registry, self.writer)
+        return info
+
+    def final_save(self, timeout: float = 120) -> str | None:
+        """The learner's exit checkpoint; None (with a warning) when it cannot be written."""
+        if self.actor is None:
+            return None
+        try:
+            return ray.get(self.actor.save.remote("exit"), timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - report, the periodic checkpoints remain
+            log.warning("could not write the exit checkpoint: %s", exc)
+            return None
+
+    def close(self, code: int) -> str | None:
+        """Take the run down; exit code ``1`` (the learner failed) skips the exit checkpoint.
+        Returns the exit checkpoint's path, if one was written."""
+        saved = None
+        try:
+            if code != 1:
+                saved = self.final_save()
+            if ray.is_initialized():
+                if self.registry is not None:
+                    stop_producers(self.run_id, timeout=5)
+                self.queue = self.registry = self.actor = None
+                ray.shutdown()
+        finally:
+            status = STATUS_OF_EXIT.get(code, "failed")
+            self.writer.event("stop", {"status": status})
+            self.writer.meta(status=status, ended_at=time.time())
+            self.writer.close()
+            if self.embedded is not None:
+                self.embedded.stop()
+        return saved

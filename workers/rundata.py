@@ -1,0 +1,80 @@
+"""A run's data, opened the same way by every caller: the corpus, its speaker split and
+the chain that turns an utterance into features.
+
+The driver, the producers, the learner's held-out evaluation, ``workers.precompute``
+and the benchmarks all come here, so they agree on which corpus a config names (the
+synthetic one when ``data.path`` is empty), which speakers are held out, and how the
+feature cache is used (``data.feature_cache``: ``readwrite``, ``read`` or ``off``).
+Augmentation, when it comes, is one more stage of :meth:`RunData.source`.
+
+    data = RunData.open(cfg.data, cfg.synthetic)      # scan (manifest-cached) and split
+    train = data.source(cfg.features)                 # features of any utterance of the corpus
+    held_db, held = data.held_out(cfg.features)       # the held-out speakers only
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.config import DataConfig, FeatureConfig, SyntheticConfig
+from workers.cache import FeatureSource, FeatureStore
+from workers.corpus import SpeakerDatabase
+
+MEMORY_BYTES = 256 << 20  # in-memory LRU of computed features per source
+
+
+def resolve_corpus(data: DataConfig, synthetic: SyntheticConfig) -> Path:
+    """The corpus root: ``data.path``, or the synthetic corpus generated into the cache."""
+    if data.path:
+        return Path(data.path).expanduser()
+    from workers.synthetic import ensure_corpus
+
+    return ensure_corpus(synthetic, data.cache_dir)
+
+
+@dataclass(frozen=True)
+class RunData:
+    db: SpeakerDatabase
+    train: list[str]  # speaker names
+    held: list[str]
+    cfg: DataConfig
+
+    @classmethod
+    def open(cls, data: DataConfig, synthetic: SyntheticConfig) -> RunData:
+        """Scan the corpus a config names and split its speakers; ``CorpusError`` if unusable."""
+        db = SpeakerDatabase.scan(
+            resolve_corpus(data, synthetic), data.layout, data.min_seconds, data.cache_dir
+        )
+        return cls.of(db, data)
+
+    @classmethod
+    def of(cls, db: SpeakerDatabase, data: DataConfig) -> RunData:
+        """An already scanned database, split as ``data`` says."""
+        train, held = db.split(data.eval_fraction, data.split_seed, data.min_eval_speakers)
+        return cls(db, train, held, data)
+
+    def store(self, features: FeatureConfig) -> FeatureStore:
+        return FeatureStore.for_corpus(self.db.root, features, self.cfg.cache_dir)
+
+    def source(
+        self,
+        features: FeatureConfig,
+        db: SpeakerDatabase | None = None,
+        memory_bytes: int = MEMORY_BYTES,
+    ) -> FeatureSource:
+        """Features of ``db`` (default: the whole corpus), using the cache as configured."""
+        mode = self.cfg.feature_cache
+        return FeatureSource(
+            db or self.db,
+            features,
+            None if mode == "off" else self.store(features),
+            write_cache=mode == "readwrite",
+            memory_bytes=0 if mode == "off" else memory_bytes,
+        )
+
+    def held_out(self, features: FeatureConfig) -> tuple[SpeakerDatabase, FeatureSource]:
+        """The held-out speakers' database and its feature source (no memory LRU: the
+        evaluator keeps every held-out utterance's features itself)."""
+        sub = self.db.subset(self.held)
+        return sub, self.source(features, sub, memory_bytes=0)
