@@ -123,6 +123,7 @@ class LearnerConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     prefetch: int = 4
+    data_timeout: float = 300.0  # seconds without a batch before the learner gives up (0: never)
     device: str = "auto"  # auto | cpu | gpu
     mixed_precision: str = "auto"  # auto (on GPU) | on | off
     seed: int = 0

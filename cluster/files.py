@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object], fsync: bool = True) -> None:
+def atomic_write(
+    path: Path, write: Callable[[BinaryIO], object], fsync: bool = True, mode: int = 0o644
+) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place.
 
     ``fsync`` makes the bytes durable before the rename; caches whose entries can be
-    recomputed skip it. A failed write removes the temporary file and re-raises.
+    recomputed skip it. The file is created with ``mode`` (before umask), so a secret is
+    never readable by others, not even before a chmod. A failed write removes the
+    temporary file and re-raises.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a killed writer with this pid
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as fh:
             write(fh)
             fh.flush()
             if fsync:

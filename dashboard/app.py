@@ -40,9 +40,10 @@ class Dashboard:
 
     def refresh(self, run_id: str) -> RunSeries:
         with self.lock:  # Dash may call back concurrently; reads of one run are serial
+            client = self.source.client_for(run_id)  # refuses ids that are not runs
             series = self.series.setdefault(run_id, RunSeries(run_id))
             try:
-                series.refresh(self.source.client_for(run_id))
+                series.refresh(client)
             except StoreUnavailable:
                 self.source.forget(run_id)  # a stored run's server is started again next time
                 raise

@@ -24,6 +24,7 @@ import numpy as np
 import redis
 
 from cluster import metrics as M
+from cluster.runs import is_run_id
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 20_000
@@ -57,6 +58,8 @@ class UrlSource:
         return [{"id": rid, **meta} for rid, meta in zip(ids, metas, strict=True)]
 
     def client_for(self, run_id: str) -> redis.Redis:
+        if not isinstance(run_id, str) or not is_run_id(run_id):
+            raise StoreUnavailable(f"{run_id!r} is not a run id")
         return self.client
 
     def forget(self, run_id: str) -> None:
@@ -77,7 +80,7 @@ class RunsDirSource:
             return []
         out = []
         for d in sorted(self.root.iterdir(), key=lambda p: p.name, reverse=True):
-            if not (d / "config.yaml").exists():
+            if not (d / "config.yaml").exists() or not is_run_id(d.name):
                 continue
             meta: dict[str, Any] = {
                 "id": d.name,
@@ -93,11 +96,21 @@ class RunsDirSource:
             out.append(meta)
         return out
 
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of a run listed under the root; anything else (a path, ``..``, a folder
+        that is not a run) is refused, so a page request can never start a server elsewhere."""
+        if not isinstance(run_id, str) or not is_run_id(run_id):
+            raise StoreUnavailable(f"{run_id!r} is not a run id")
+        folder = self.root / run_id
+        if folder.resolve().parent != self.root.resolve() or not (folder / "config.yaml").is_file():
+            raise StoreUnavailable(f"no run {run_id!r} under {self.root}")
+        return folder
+
     def client_for(self, run_id: str) -> redis.Redis:
         if run_id not in self._clients:
             from cluster.redis_server import EmbeddedRedis
 
-            server = EmbeddedRedis(self.root / run_id / "redis")
+            server = EmbeddedRedis(self.run_dir(run_id) / "redis")
             try:
                 url = server.ensure()
             except (RuntimeError, OSError) as exc:

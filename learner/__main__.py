@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from typing import Any
 
-from cluster.config import ConfigError, RunConfig, apply_overrides, load_config
-from cluster.runs import RunDir
+from cluster.config import ConfigError, RunConfig, apply_overrides, load_config, replace
+from cluster.metrics import public_url
+from cluster.runs import RunDir, is_run_id
 
 log = logging.getLogger("learner")
 
@@ -57,8 +59,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+RESUME_FIXED = ("features", "model")  # what a resumed run cannot change
+
+
+def without_secret(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """The config with ``metrics.redis_url``'s password removed, and the URL as given: the
+    password is used, never written (config.yaml, checkpoints, the metrics store)."""
+    url = cfg.metrics.redis_url
+    public = public_url(url)
+    return (cfg if public == url else replace(cfg, metrics={"redis_url": public})), url
+
+
 def resolve_config(a: argparse.Namespace):
-    """(config, run directory, checkpoint to resume or None)."""
+    """(config without secrets, run directory, checkpoint to resume or None, Redis URL)."""
     overrides = list(a.set)
     if a.data:
         overrides.append(f"data.path={a.data}")
@@ -72,16 +85,27 @@ def resolve_config(a: argparse.Namespace):
         from learner.checkpoint import CheckpointManager
 
         run = RunDir.open(a.resume)
-        cfg = run.read_config()
-        if overrides:
-            cfg = apply_overrides(cfg, overrides)
-            run.write_config(cfg)
+        old = run.read_config()
+        cfg, url = without_secret(apply_overrides(old, overrides) if overrides else old)
         ckpt = CheckpointManager(run.checkpoints).latest()
         if ckpt is None:
             raise ConfigError(f"{run.path} has no checkpoint to resume from")
-        return cfg, run, ckpt
-    cfg = load_config(a.preset, overrides)
-    return cfg, RunDir.create(a.runs, cfg, a.run_id), None
+        for section in RESUME_FIXED:  # checked before config.yaml is rewritten
+            if getattr(cfg, section) != getattr(old, section):
+                raise ConfigError(
+                    f"--resume cannot change {section}.* (the checkpoint's weights and features "
+                    f"were made with the run's own); start a new run for other {section} settings"
+                )
+        if overrides:
+            run.write_config(cfg)
+        return cfg, run, ckpt, url
+    if a.run_id is not None and not is_run_id(a.run_id):
+        raise ConfigError(
+            f"--run-id {a.run_id!r}: a run id is a plain name (letters, digits, '.', '_', '-'), "
+            "not a path; use --runs for where runs go"
+        )
+    cfg, url = without_secret(load_config(a.preset, overrides))
+    return cfg, RunDir.create(a.runs, cfg, a.run_id), None, url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        cfg, run, resume = resolve_config(a)
+        cfg, run, resume, config_url = resolve_config(a)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -102,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     from learner.launch import Launch
     from workers.corpus import CorpusError
     from workers.rundata import RunData
+    from workers.sampler import TripletSampler
+    from workers.watch import ProducersFailed
 
     try:  # fail fast, in the driver, on a bad corpus (and generate the synthetic one once)
         data = RunData.open(cfg.data, cfg.synthetic)
+        TripletSampler(data.db, data.train, cfg.sampler.triplets)  # can triplets be drawn?
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -115,45 +142,45 @@ def main(argv: list[str] | None = None) -> int:
         len(data.train),
         len(data.held),
     )
-    launch = Launch(cfg, run, resume, a.redis or "")
-    code = 0
+    launch = Launch(cfg, run, resume, a.redis or os.environ.get("REDIS_URL") or config_url)
+    code, error = 0, None
     try:
         launch.open_metrics()
         info = launch.start(a.address, a.cpus)
-        code = train_loop(
-            cfg, launch.actor, info["step"], a.no_progress, resume is None, launch.scaler
-        )
+        code = train_loop(cfg, launch, info["step"], a.no_progress, resume is None)
     except KeyboardInterrupt:
         print("\ninterrupted: writing a checkpoint and shutting down", file=sys.stderr)
         code = 130
+    except ProducersFailed as exc:  # the producers' error, not a hang
+        error, code = str(exc), 2 if exc.bad_input else 1
     except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
-        print(f"error: {exc.cause if hasattr(exc, 'cause') else exc}", file=sys.stderr)
-        code = 1
+        error, code = str(exc.cause if hasattr(exc, "cause") else exc), 1
     finally:
-        saved = launch.close(code)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+        saved = launch.close(code, error)
         if saved:
             print(f"checkpoint: {saved}", file=sys.stderr)
     print(f"run directory: {run.path}", file=sys.stderr)
     return code
 
 
-def train_loop(
-    cfg: RunConfig, actor: Any, start: int, quiet: bool, evaluate_first: bool, scaler: Any = None
-) -> int:
-    """Drive the learner actor in ~2 s calls to ``max_steps``, drawing progress as it goes."""
-    import ray
+def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_first: bool) -> int:
+    """Drive the learner actor in ~2 s calls to ``max_steps``, drawing progress as it goes.
+    Every call waits through ``launch.call``, which watches the producers meanwhile."""
+    actor, scaler = launch.actor, launch.scaler
     from tqdm import tqdm
 
     first_eer = None
     if evaluate_first:
-        first = ray.get(actor.evaluate.remote())
+        first = launch.call(actor.evaluate.remote())
         first_eer = first.get("eer")
     total = cfg.learner.max_steps
     chunk, t_start, step, summary = 2, time.time(), start, {}
     with tqdm(total=total, initial=start, unit="step", disable=quiet, dynamic_ncols=True) as bar:
         while step < total:
             t0 = time.time()
-            summary = ray.get(actor.train.remote(min(chunk, total - step)))
+            summary = launch.call(actor.train.remote(min(chunk, total - step)))
             if summary["step"] == step:
                 break  # no progress: the stream ended
             bar.update(summary["step"] - step)

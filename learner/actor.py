@@ -7,12 +7,17 @@ resources it needs (one GPU when the cluster has one).
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from cluster.config import config_from_dict
 from cluster.metrics import NULL_METRICS, MetricsWriter
-from cluster.queue import BatchStream, attach_queue
+from cluster.queue import BatchStream, DataTimeout, attach_queue
+from cluster.ray_session import NAMESPACE
+from cluster.registry import attach_registry
 from learner.checkpoint import resolve
 from learner.heldout import HeldOutEval
 from learner.learner import Learner
@@ -46,6 +51,10 @@ def build_learner(
 
 
 class LearnerActor:
+    """Runs with two threads (``max_concurrency=2``): ``train`` holds one, so ``stop`` can
+    end a ``train`` call that waits for data; the other methods share one lock with
+    ``train``, so a checkpoint never sees weights halfway through a step."""
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -61,11 +70,22 @@ class LearnerActor:
         self.learner = build_learner(self.cfg, run_dir, device, self.metrics)
         if resume:
             self.learner.restore(resolve(resume))
-        self.stream = BatchStream(attach_queue(run_id), self.cfg.learner.prefetch)
+        self.run_id = run_id
+        self.stream = BatchStream(
+            attach_queue(run_id), self.cfg.learner.prefetch, timeout=self.cfg.learner.data_timeout
+        )
         self.learner.queue_depth = self.stream.depth
+        self.lock = threading.Lock()
 
     def train(self, steps: int) -> dict[str, Any]:
-        summary = self.learner.fit(self.stream, steps)
+        with self.lock:
+            try:
+                summary = self.learner.fit(self.stream, steps)
+            except DataTimeout as exc:
+                raise RuntimeError(
+                    f"the learner is starved at step {self.learner.step}: {exc} "
+                    f"(learner.data_timeout); {producers_alive(self.run_id)}"
+                ) from None
         summary["stream"] = {
             "batches": self.stream.stats.batches,
             "lost": self.stream.stats.lost,
@@ -73,11 +93,17 @@ class LearnerActor:
         }
         return summary
 
+    def stop(self) -> None:
+        """End the current (and every later) ``train`` call at its next wait for data."""
+        self.stream.stop()
+
     def evaluate(self) -> dict[str, float]:
-        return self.learner.evaluate()
+        with self.lock:
+            return self.learner.evaluate()
 
     def save(self, reason: str = "exit") -> str | None:
-        ckpt = self.learner.save(reason)
+        with self.lock:
+            ckpt = self.learner.save(reason)
         if reason == "exit":
             self.metrics.close()  # the run ends after this: send what is buffered
         return str(ckpt.path) if ckpt else None
@@ -89,3 +115,21 @@ class LearnerActor:
             "step": self.learner.step,
             "params": int(self.learner.model.count_params()),
         }
+
+
+def producers_alive(run_id: str, timeout: float = 2.0) -> str:
+    """Which of the run's registered producers answer, for an error message."""
+    try:
+        names = ray.get(attach_registry(run_id).producers.remote(), timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - a message, whatever went wrong
+        return f"the run's registry does not answer ({exc})"
+    alive, dead = [], []
+    for wid, name in sorted(names.items()):
+        try:
+            ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote(), timeout=timeout)
+            alive.append(wid)
+        except Exception:  # noqa: BLE001 - gone, dead or stuck: not alive
+            dead.append(wid)
+    if not names:
+        return "no producer is registered for this run"
+    return f"producers alive: {alive or 'none'}; not answering: {dead or 'none'}"

@@ -26,16 +26,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         model = SpeakerModel.load(a.checkpoint)
-        store = ProfileStore(a.store)
-        store.check_spec(model.spec)
+        ProfileStore(a.store).check_model(model.spec, model.fingerprint)  # fail before embedding
         emb, kept, skipped = embed_paths(model, expand_inputs(a.inputs), progress=False)
         for path, reason in skipped:
             print(f"warning: skipped {path}: {reason}", file=sys.stderr)
         if not kept:
             print(f"error: none of the recordings of {a.name} could be used", file=sys.stderr)
             return EXIT_ERROR
-        store.add(a.name, emb, [str(p) for p, _ in kept])
-        store.save()
+        with ProfileStore.update(a.store) as store:  # locked: concurrent enrols all land
+            store.check_model(model.spec, model.fingerprint)
+            store.add(a.name, emb, [str(p) for p, _ in kept])
         print(
             f"enrolled {a.name} from {len(kept)} recording(s); {len(store.names())} speaker(s) "
             f"in {a.store}"

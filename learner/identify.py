@@ -23,9 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.identify", __doc__)
     p.add_argument("recording")
     p.add_argument("--store", required=True, help="profile store written by learner.enroll")
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--top", type=int, default=3, help="how many speakers to list (1 or more)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    if a.top < 1:
+        p.error(f"--top must be at least 1, got {a.top}")
 
     def body() -> int:
         model = SpeakerModel.load(a.checkpoint)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if not store.names():
             print(f"error: {a.store} has no enrolled speakers", file=sys.stderr)
             return EXIT_ERROR
-        store.check_spec(model.spec)
+        store.check_model(model.spec, model.fingerprint)
         names, profiles = store.matrix()
         scores = profiles @ model.embed_file(a.recording)
         order = np.argsort(-scores)[: a.top]

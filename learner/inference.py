@@ -14,6 +14,8 @@ producing an embedding: silence must never look like a confident match.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,15 @@ class SpeakerModel:
     @property
     def spec(self) -> str:
         return self.cfg.features.fingerprint()
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identifies the weights: a hash of the checkpoint's weights file."""
+        digest = hashlib.sha1()
+        with open(self.checkpoint.path / "weights.npz", "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
 
     def features(self, path: str | Path) -> np.ndarray:
         """``[frames, n_mels]`` log-mel of the speech in ``path``; AudioError on bad input."""

@@ -28,6 +28,7 @@ from learner.actor import LearnerActor
 from learner.checkpoint import Checkpoint
 from workers.pool import start_producers, stop_producers
 from workers.scaling import Autoscaler
+from workers.watch import ProducerWatch
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ STATUS_OF_EXIT = {0: "finished", 130: "interrupted"}  # any other exit code: "fa
 def learner_options(cfg: RunConfig) -> dict[str, Any]:
     """Ray resources for the learner: a GPU when asked or available, the `learner` node."""
     res = ray.cluster_resources()
-    opts: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
+    # Two threads: train() holds one; stop() ends a train() that waits for data (LearnerActor).
+    opts: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_concurrency": 2}
     want_gpu = cfg.learner.device == "gpu" or (cfg.learner.device == "auto" and res.get("GPU"))
     if want_gpu:
         opts["num_gpus"] = 1
@@ -53,11 +55,14 @@ class Launch:
         self, cfg: RunConfig, run: RunDir, resume: Checkpoint | None = None, redis_url: str = ""
     ) -> None:
         self.cfg, self.run, self.resume = cfg, run, resume
-        self.url = redis_url or os.environ.get("REDIS_URL") or cfg.metrics.redis_url
+        self.url = (
+            redis_url or os.environ.get("REDIS_URL") or cfg.metrics.redis_url
+        )  # may hold a password
         self.embedded = None  # EmbeddedRedis started for this run, if any
         self.writer: Any = NULL_METRICS
         self.actor = self.registry = self.queue = self.scaler = None
         self.producers = 0
+        self.watch = ProducerWatch()
 
     @property
     def run_id(self) -> str:
@@ -106,7 +111,7 @@ class Launch:
         )
         info = ray.get(self.actor.info.remote())  # placed and built: producers may fill the rest
         self.producers = cfg.producer.count or spare_cpus(reserved=1)
-        start_producers(cfg, run_id, self.producers, registry=self.registry)
+        start_producers(cfg, run_id, self.producers, registry=self.registry, watch=self.watch)
         log.info(
             "learner: %s, %d parameters, %d producer(s)",
             info["device"],
@@ -116,26 +121,38 @@ class Launch:
         self.writer.meta(
             status="running", device=info["device"], params=info["params"], producers=self.producers
         )
-        self.scaler = Autoscaler(cfg, run_id, self.producers, self.registry, self.writer)
+        self.scaler = Autoscaler(
+            cfg, run_id, self.producers, self.registry, self.writer, watch=self.watch
+        )
         return info
 
+    def call(self, ref: Any, poll: float = 1.0) -> Any:
+        """``ray.get(ref)`` of a learner call, watching the producers meanwhile: raises
+        :class:`ProducersFailed` when all of them have failed instead of waiting forever."""
+        while True:
+            ready, _ = ray.wait([ref], timeout=poll)
+            if ready:
+                return ray.get(ref)
+            self.watch.check()
+
     def final_save(self, timeout: float = 120) -> str | None:
-        """The learner's exit checkpoint; None (with a warning) when it cannot be written."""
+        """The learner's exit checkpoint; None (with a warning) when it cannot be written.
+        A ``train`` call still waiting for data is stopped first, so this never waits on it."""
         if self.actor is None:
             return None
         try:
+            self.actor.stop.remote()
             return ray.get(self.actor.save.remote("exit"), timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - report, the periodic checkpoints remain
             log.warning("could not write the exit checkpoint: %s", exc)
             return None
 
-    def close(self, code: int) -> str | None:
-        """Take the run down; exit code ``1`` (the learner failed) skips the exit checkpoint.
-        Returns the exit checkpoint's path, if one was written."""
+    def close(self, code: int, error: str | None = None) -> str | None:
+        """Take the run down, writing an exit checkpoint first (the learner refuses one after
+        its loss diverged). Returns the exit checkpoint's path, if one was written."""
         saved = None
         try:
-            if code != 1:
-                saved = self.final_save()
+            saved = self.final_save()
             if ray.is_initialized():
                 if self.registry is not None:
                     stop_producers(self.run_id, timeout=5)
@@ -143,8 +160,12 @@ class Launch:
                 ray.shutdown()
         finally:
             status = STATUS_OF_EXIT.get(code, "failed")
+            if error:
+                self.writer.event("error", {"message": error, "exit_code": code})
             self.writer.event("stop", {"status": status})
-            self.writer.meta(status=status, ended_at=time.time())
+            self.writer.meta(
+                status=status, ended_at=time.time(), **({"error": error} if error else {})
+            )
             self.writer.close()
             if self.embedded is not None:
                 self.embedded.stop()

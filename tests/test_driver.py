@@ -47,15 +47,26 @@ def run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     )
 
 
-def train_steps(run_dir: Path) -> list[int]:
+def stored(run_dir: Path) -> dict:
+    """What the run's embedded store holds: train steps, meta, producer entries, events."""
     server = EmbeddedRedis(run_dir / "redis")
     url = server.start()
     try:
-        entries = M.connect(url).xrange(M.train_key(run_dir.name))
-        status = M.connect(url).hget(M.meta_key(run_dir.name), "status")
+        client = M.connect(url)
+        run_id = run_dir.name
+        return {
+            "steps": [int(f["step"]) for _, f in client.xrange(M.train_key(run_id))],
+            "meta": client.hgetall(M.meta_key(run_id)),
+            "producers": client.xlen(M.producers_key(run_id)),
+            "events": [f for _, f in client.xrange(M.events_key(run_id))],
+        }
     finally:
         server.stop()
-    return [int(f["step"]) for _, f in entries], status
+
+
+def train_steps(run_dir: Path) -> tuple[list[int], str]:
+    s = stored(run_dir)
+    return s["steps"], s["meta"].get("status")
 
 
 def test_train_then_resume_continues_weights_and_metrics(tmp_path):
@@ -65,8 +76,15 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
     ckpt = CheckpointManager(run_dir / "checkpoints").latest()
     assert ckpt.step == 6 and ckpt.state()["reason"] == "exit"
     assert "held-out EER" in first.stderr and "trained to step 6" in first.stderr
-    steps, status = train_steps(run_dir)
-    assert steps == list(range(1, 7)) and status == "finished"
+    first_store = stored(run_dir)
+    assert first_store["steps"] == list(range(1, 7))
+    assert first_store["meta"]["status"] == "finished"
+    assert first_store["producers"] > 0  # producers write their metrics to the run's store
+
+    before = (run_dir / "config.yaml").read_text()
+    clash = run(learner_cmd("--resume", str(run_dir), "--set", "features.n_mels=40"))
+    assert clash.returncode == 2 and "cannot change features" in clash.stderr
+    assert (run_dir / "config.yaml").read_text() == before  # refused before it was rewritten
 
     again = run(learner_cmd("--resume", str(run_dir), "--steps", "9"))
     assert again.returncode == 0, again.stderr[-3000:]
@@ -80,6 +98,48 @@ def test_bad_input_exits_cleanly(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     bad = run(learner_cmd("--runs", str(tmp_path), "--set", "learner.lrr=1"))
     assert bad.returncode == 2 and "unknown key learner.lrr" in bad.stderr
+    name = f"escaped-{os.getpid()}-{time.time_ns()}"
+    escape = run(learner_cmd("--runs", str(tmp_path), "--run-id", f"../../{name}"))
+    assert escape.returncode == 2 and "not a path" in escape.stderr
+    assert not (tmp_path.parent.parent / name).exists()
+
+
+def flat_corpus(root: Path, speakers: int, utterances: int, silent: bool = False) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    from tests.fakes import write_wav
+
+    for s in range(speakers):
+        for u in range(utterances):
+            path = root / f"spk{s}" / f"u{u}.wav"
+            if silent:  # a valid header and length, nothing but zeros inside
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, np.zeros(16000, np.float32), 16000)
+            else:
+                write_wav(path, 1.0, f0=100 + 30 * s)
+    return root
+
+
+def test_producers_that_all_fail_stop_the_run_with_their_error(tmp_path):
+    """Every training file is silent: only the producers find out, at run time. The run
+    must stop with their error and exit code 2, not wait for data forever."""
+    corpus = flat_corpus(tmp_path / "silent", 4, 3, silent=True)
+    args = ["--runs", str(tmp_path), "--run-id", "f", "--data", str(corpus), "--steps", "50"]
+    t0 = time.time()
+    out = run(learner_cmd(*args, "--set", "data.eval_fraction=0"), timeout=180)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "producer(s) failed" in out.stderr and "cannot sample triplets" in out.stderr
+    assert time.time() - t0 < 150
+    s = stored(tmp_path / "f")
+    assert s["meta"]["status"] == "failed" and "cannot sample triplets" in s["meta"]["error"]
+    assert any(e["kind"] == "error" for e in s["events"])
+
+
+def test_a_corpus_without_anchor_speakers_is_refused_at_start(tmp_path):
+    corpus = flat_corpus(tmp_path / "c", 3, 1)  # three speakers, one utterance each
+    out = run(learner_cmd("--runs", str(tmp_path), "--data", str(corpus)), timeout=120)
+    assert out.returncode == 2 and "cannot sample triplets" in out.stderr, out.stderr[-2000:]
 
 
 def test_ctrl_c_checkpoints_and_leaves_no_process(tmp_path):
@@ -220,3 +280,27 @@ def test_redis_stopped_and_restarted_mid_run(tmp_path):
     assert steps == list(range(1, 401))  # nothing lost: buffered while Redis was down
     assert client.hget(M.meta_key("rr"), "status") == "finished"
     server.stop()
+
+
+def test_a_redis_password_in_the_config_is_used_but_never_written(tmp_path):
+    server = EmbeddedRedis(tmp_path / "store")
+    url = server.start(die_with_parent=False)
+    secret = urlsplit(url).password
+    try:
+        out = run(
+            learner_cmd(
+                "--runs", str(tmp_path), "--run-id", "pw", "--steps", "3",
+                "--set", f"metrics.redis_url={url}", "--set", "learner.eval_every=0",
+            )
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        client = M.connect(url)
+        assert [int(f["step"]) for _, f in client.xrange(M.train_key("pw"))] == [1, 2, 3]
+        meta = client.hgetall(M.meta_key("pw"))
+        assert meta["status"] == "finished" and secret not in json.dumps(meta)
+        written = [f for f in (tmp_path / "pw").rglob("*") if f.is_file()]
+        assert any(f.name == "state.json" for f in written)
+        assert not [f for f in written if secret.encode() in f.read_bytes()]
+        assert secret not in out.stderr
+    finally:
+        server.stop()

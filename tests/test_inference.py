@@ -223,3 +223,63 @@ np.save({str(tmp_path / "s.npy")!r}, np.asarray(s.serve(x)))
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, atol=1e-5)
     front = json.loads((tmp_path / "exp" / "frontend.json").read_text())
     assert front["feature_spec"] == model.spec and front["n_mels"] == 64
+
+
+def test_concurrent_enrols_all_land_and_other_models_are_refused(
+    trained, speech_subset, tmp_path, capsys
+):
+    from learner.identify import main as identify
+
+    store = tmp_path / "team.json"
+    people = {"jackson": "fsdd_jackson", "remy": "remy_philippe", "axb": "arctic_axb"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "learner.enroll", name, *files(speech_subset, folder)]
+            + ["-c", str(trained), "--store", str(store)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, folder in people.items()
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-2000:]
+    assert sorted(json.loads(store.read_text())["speakers"]) == sorted(people)
+
+    # The same features, other weights: a checkpoint of another model is refused.
+    other = tmp_path / "other" / "checkpoints"
+    best = CheckpointManager(trained / "checkpoints").best()
+    import shutil
+
+    shutil.copytree(best.path, other / best.path.name)
+    with np.load(other / best.path.name / "weights.npz") as w:
+        changed = {k: w[k] + np.float32(0.01) for k in w.files}
+    np.savez(other / best.path.name / "weights.npz", **changed)
+    probe = files(speech_subset, "arctic_axb", 1)[0]
+    capsys.readouterr()
+    assert identify([probe, "-c", str(other / best.path.name), "--store", str(store)]) == 2
+    assert "enrolled with model" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as stop:
+        identify([probe, "-c", str(trained), "--store", str(store), "--top", "0"])
+    assert stop.value.code == 2 and "--top must be at least 1" in capsys.readouterr().err
+    for text in ("[1, 2]", '{"speakers": {"x": 1}}', "\x00\x01binary"):
+        bogus = tmp_path / "bogus.json"
+        bogus.write_text(text)
+        assert identify([probe, "-c", str(trained), "--store", str(bogus)]) == 2
+        err = capsys.readouterr().err
+        assert "is not a profile store" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_with_every_trial_skipped_says_so(trained, tmp_path, capsys):
+    data = tmp_path / "silent"
+    for s in range(2):
+        for u in range(2):
+            (data / f"s{s}").mkdir(parents=True, exist_ok=True)
+            sf.write(data / f"s{s}" / f"u{u}.wav", np.zeros(16000, "float32"), 16000)
+    capsys.readouterr()
+    assert evaluate(trained, data, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "every one of the" in err and "trials was skipped" in err

@@ -28,9 +28,62 @@ def test_embedded_server_is_loopback_and_password_protected(redis_server):
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=port).set("x", 1)  # no password: refused
     client = M.connect(url)
-    assert client.config_get("bind")["bind"] == "127.0.0.1"
+    conf = server.dir / "redis.conf"
+    assert "bind 127.0.0.1\n" in conf.read_text()
+    assert client.info("server")["config_file"] == str(conf.resolve())
     assert oct((server.dir / "password").stat().st_mode & 0o777) == "0o600"
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"
     assert server.running_url() == url
+    # Even with the password, nobody moves the data folder at run time (the classic way
+    # from a Redis password to writing files anywhere), loads modules or debugs.
+    for command in (("CONFIG", "SET", "dir", "/tmp"), ("MODULE", "LIST"), ("DEBUG", "SLEEP", "0")):
+        with pytest.raises(redis.ResponseError):
+            client.execute_command(*command)
+
+
+def test_a_planted_password_file_is_refused(tmp_path):
+    from cluster.redis_server import EmbeddedRedis
+
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    planted = folder / "password"
+    planted.write_text('x"\nmaxclients 1\nrequirepass "y')
+    planted.chmod(0o600)
+    with pytest.raises(RuntimeError, match="not written by voice-embeddings"):
+        EmbeddedRedis(folder).start()
+    assert not (folder / "redis.conf").exists() and not (folder / "server.json").exists()
+    planted.write_text("A" * 32)
+    planted.chmod(0o644)  # readable by others: not ours either
+    with pytest.raises(RuntimeError, match="not written by voice-embeddings"):
+        EmbeddedRedis(folder).start()
+
+
+def test_the_dashboard_only_opens_runs_of_its_folder(tmp_path):
+    """A run id from the browser is checked against the runs folder: no path, no '..',
+    no folder that is not a run; nothing is started for them."""
+    from dashboard.app import Dashboard
+    from dashboard.store import StoreUnavailable
+
+    runs = tmp_path / "runs"
+    (runs / "good").mkdir(parents=True)
+    (runs / "good" / "config.yaml").write_text("preset: smoke\n")
+    (runs / "plain").mkdir()  # a folder, but not a run
+    outside = tmp_path / "outside"
+    (outside / "redis").mkdir(parents=True)
+    (outside / "config.yaml").write_text("preset: smoke\n")
+    board = Dashboard(RunsDirSource(runs))
+    for bad in ("../outside", str(outside), "plain", "good/../../outside", "", None, "x" * 500):
+        with pytest.raises(StoreUnavailable):
+            board.refresh(bad)
+    assert not list((outside / "redis").iterdir()) and not (runs / "plain" / "redis").exists()
+    assert list(board.series) == []  # nothing kept for refused ids
+    try:
+        series = board.refresh("good")  # a real run's store is started and read
+        assert series.run_id == "good" and (runs / "good" / "redis" / "redis.conf").exists()
+    finally:
+        from cluster.redis_server import EmbeddedRedis
+
+        EmbeddedRedis(runs / "good" / "redis").stop()
 
 
 def test_writer_schema_numbers_and_json(redis_server):

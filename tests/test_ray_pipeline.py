@@ -102,7 +102,7 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
     totals = precompute(db, cfg, str(tmp_path), chunk=8, progress=False)
     assert totals["already"] == first["done"]
     assert totals["already"] + totals["done"] == len(db.utterances)
-    assert all(store.status(u.path) == "done" for u in db.utterances)
+    assert all(store.status(u) == "done" for u in db.utterances)
     assert not list(store.root.glob(".*tmp*"))
     again = precompute(db, cfg, str(tmp_path), progress=False)
     assert again == {"already": len(db.utterances), "done": 0}
@@ -142,3 +142,37 @@ def test_autoscaler_adds_a_producer_when_the_learner_starves(ray_session, redis_
     events = M.connect(url).xrange(M.events_key("t-scale"))
     assert [e["kind"] for _, e in events] == ["scale"]
     stop_producers("t-scale")
+
+
+def test_a_starved_learner_says_so_and_names_the_producers(ray_session, synthetic_root, tmp_path):
+    """No batch within learner.data_timeout: train() ends with an error that says which
+    producers answer, instead of waiting forever; stop() ends a waiting train() at once."""
+    from learner.actor import LearnerActor
+    from learner.launch import learner_options
+
+    cfg = load_config("smoke", ["learner.data_timeout=3", "learner.eval_every=0"])
+    registry, _ = new_run(cfg, "t-starve")
+    registry.register_producer.remote(7, "producer-t-starve-7")  # registered, never started
+    actor = (
+        ray.remote(LearnerActor)
+        .options(**dict(learner_options(cfg), num_cpus=0))
+        .remote(cfg.to_dict(), str(tmp_path), "t-starve", "cpu")
+    )
+    t0 = time.time()
+    with pytest.raises(ray.exceptions.RayTaskError) as err:
+        ray.get(actor.train.remote(2), timeout=60)
+    assert "starved at step 0" in str(err.value) and "not answering: [7]" in str(err.value)
+    assert 3 <= time.time() - t0 < 30
+
+    actor = (
+        ray.remote(LearnerActor)
+        .options(**dict(learner_options(cfg), num_cpus=0))
+        .remote(
+            replace(cfg, learner={"data_timeout": 0}).to_dict(), str(tmp_path), "t-starve", "cpu"
+        )
+    )
+    waiting = actor.train.remote(2)  # no producers, no timeout: it would wait forever
+    time.sleep(2)
+    actor.stop.remote()
+    assert ray.get(waiting, timeout=30)["step"] == 0  # returned, nothing trained
+    assert ray.get(actor.save.remote("exit"), timeout=30)  # and the exit save is not stuck

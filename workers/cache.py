@@ -1,6 +1,8 @@
 """Per-utterance log-mel features: from the on-disk cache when it has them, computed otherwise.
 
-Cache layout: ``<cache_root>/features/<corpus-key>/<feature-spec>/<hash>.npy``
+Cache layout: ``<cache_root>/features/<corpus-key>/<feature-spec>/<hash>.npy``, the
+hash of the file's relative path, size and mtime (the manifest's key), so a replaced
+or repaired file is extracted again
 (float16 by default, not normalised: normalisation is per segment, after the
 crop). A file that cannot be used leaves ``<hash>.rej`` holding the reason, so
 the next pass skips it without decoding it again. Every write goes to a
@@ -21,7 +23,7 @@ import numpy as np
 from cluster.config import FeatureConfig
 from cluster.files import atomic_write, atomic_write_text
 from workers.audio import AudioError, TooShort, load_speech
-from workers.corpus import SpeakerDatabase, corpus_key, default_cache_root
+from workers.corpus import SpeakerDatabase, Utterance, corpus_key, default_cache_root
 from workers.features import LogMel
 
 log = logging.getLogger(__name__)
@@ -47,42 +49,47 @@ class FeatureStore:
         key = corpus_key(Path(corpus))
         return cls(default_cache_root(cache_dir) / "features" / key / cfg.fingerprint())
 
-    def key(self, rel: str) -> str:
-        return hashlib.sha1(rel.encode()).hexdigest()[:20]
+    def key(self, utt: Utterance) -> str:
+        """The entry of one version of a file: its path, size and mtime, as in the manifest.
+        A file replaced by other audio, or a rejected file repaired, gets a fresh entry."""
+        ident = f"{utt.path}\0{utt.size}\0{utt.mtime_ns}"
+        return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
-    def npy(self, rel: str) -> Path:
-        return self.root / f"{self.key(rel)}.npy"
+    def npy(self, utt: Utterance) -> Path:
+        return self.root / f"{self.key(utt)}.npy"
 
-    def rej(self, rel: str) -> Path:
-        return self.root / f"{self.key(rel)}.rej"
+    def rej(self, utt: Utterance) -> Path:
+        return self.root / f"{self.key(utt)}.rej"
 
     def exists(self) -> bool:
         return self.root.is_dir() and any(self.root.glob("*.npy"))
 
-    def status(self, rel: str) -> str | None:
+    def status(self, utt: Utterance) -> str | None:
         """``"done"``, ``"rejected"`` or ``None`` (not yet extracted)."""
-        if self.npy(rel).exists():
+        if self.npy(utt).exists():
             return "done"
-        if self.rej(rel).exists():
+        if self.rej(utt).exists():
             return "rejected"
         return None
 
-    def save(self, rel: str, feats: np.ndarray) -> None:
+    def save(self, utt: Utterance, feats: np.ndarray) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.npy(rel), lambda fh: np.save(fh, feats), fsync=False)
+        atomic_write(self.npy(utt), lambda fh: np.save(fh, feats), fsync=False)
 
-    def reject(self, rel: str, reason: str) -> None:
+    def reject(self, utt: Utterance, reason: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.rej(rel), json.dumps({"path": rel, "reason": reason}), fsync=False)
+        atomic_write_text(
+            self.rej(utt), json.dumps({"path": utt.path, "reason": reason}), fsync=False
+        )
 
-    def rejection(self, rel: str) -> str:
+    def rejection(self, utt: Utterance) -> str:
         try:
-            return json.loads(self.rej(rel).read_text())["reason"]
+            return json.loads(self.rej(utt).read_text())["reason"]
         except (OSError, ValueError, KeyError):
             return "rejected"
 
-    def load(self, rel: str) -> np.ndarray:
-        return np.load(self.npy(rel), mmap_mode="r")
+    def load(self, utt: Utterance) -> np.ndarray:
+        return np.load(self.npy(utt), mmap_mode="r")
 
 
 def extract(db: SpeakerDatabase, index: int, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
@@ -126,27 +133,27 @@ class FeatureSource:
             self._lru.move_to_end(index)
             self.hits += 1
             return cached
-        rel = self.db.utterances[index].path
+        utt = self.db.utterances[index]
         feats = None
         if self.store is not None:
-            status = self.store.status(rel)
+            status = self.store.status(utt)
             if status == "done":
                 try:
-                    feats = self.store.load(rel)
+                    feats = self.store.load(utt)
                 except (OSError, ValueError) as exc:  # a damaged entry: recompute it
-                    log.warning("cache entry for %s is unreadable (%s); recomputing", rel, exc)
+                    log.warning("cache entry for %s is unreadable (%s); recomputing", utt.path, exc)
             elif status == "rejected":
-                raise RejectedAudio(rel, self.store.rejection(rel))
+                raise RejectedAudio(utt.path, self.store.rejection(utt))
         if feats is None:
             try:
                 feats = extract(self.db, index, self.cfg, self.logmel)
             except AudioError as exc:
                 if self.store is not None and self.write_cache:
-                    self.store.reject(rel, exc.reason)
+                    self.store.reject(utt, exc.reason)
                 raise
             self.computed += 1
             if self.store is not None and self.write_cache:
-                self.store.save(rel, feats)
+                self.store.save(utt, feats)
         self._remember(index, feats)
         return feats
 

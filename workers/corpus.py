@@ -40,6 +40,8 @@ class Utterance:
     speaker: str
     seconds: float
     sample_rate: int
+    size: int = 0  # bytes and mtime when scanned: which version of the file this is
+    mtime_ns: int = 0
 
 
 def default_cache_root(cache_dir: str = "") -> Path:
@@ -163,7 +165,9 @@ class SpeakerDatabase:
                 if seconds < min_seconds:
                     _skip(skipped, "too_short", rel, f"{seconds:.2f} s < {min_seconds} s")
                 else:
-                    utterances.append(Utterance(rel, speaker, seconds, sr))
+                    utterances.append(
+                        Utterance(rel, speaker, seconds, sr, st.st_size, st.st_mtime_ns)
+                    )
         if other:
             log.info(
                 "ignored %d non-audio file(s) inside %s (e.g. %s)",

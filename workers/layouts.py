@@ -27,22 +27,36 @@ LAYOUTS = ("librispeech", "voxceleb", "vctk", "flat")
 
 
 def walk(root: Path) -> list[tuple[str, os.stat_result]]:
+    """Every file below ``root`` (following links) as ``(relative path, stat)``, sorted.
+
+    A folder reached a second time through a link (a loop, or two links to one folder)
+    is skipped with a warning; a link that cannot be followed is skipped too.
+    """
     out = []
     stack = [root]
+    seen: set[tuple[int, int]] = set()
     while stack:
         d = stack.pop()
         try:
+            st = d.stat()
             entries = list(os.scandir(d))
         except OSError as exc:
             log.warning("cannot list %s: %s", d, exc)
             continue
+        if (st.st_dev, st.st_ino) in seen:
+            log.warning("skipping %s: a link back to a folder already scanned", d)
+            continue
+        seen.add((st.st_dev, st.st_ino))
         for e in entries:
             if e.name.startswith("."):
                 continue  # caches, editor files, .DS_Store
-            if e.is_dir(follow_symlinks=True):
-                stack.append(Path(e.path))
-            elif e.is_file(follow_symlinks=True):
-                out.append((os.path.relpath(e.path, root), e.stat()))
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    stack.append(Path(e.path))
+                elif e.is_file(follow_symlinks=True):
+                    out.append((os.path.relpath(e.path, root), e.stat()))
+            except OSError as exc:  # a dangling or looping link, a file gone meanwhile
+                log.warning("skipping %s: %s", e.path, exc)
     out.sort()
     return out
 

@@ -35,25 +35,23 @@ log = logging.getLogger(__name__)
 
 
 def extract_chunk(
-    root: str, layout: str, paths: list[str], store_root: str, features: dict[str, Any]
+    root: str, layout: str, utts: list[Utterance], store_root: str, features: dict[str, Any]
 ) -> dict[str, int]:
-    """Extract ``paths`` (relative to ``root``) into the store; counts by outcome."""
+    """Extract ``utts`` (paths relative to ``root``) into the store; counts by outcome."""
     cfg = FeatureConfig(**features)
-    db = SpeakerDatabase(
-        Path(root), layout, [Utterance(p, "?", 0.0, cfg.sample_rate) for p in paths]
-    )
+    db = SpeakerDatabase(Path(root), layout, utts)
     store, logmel = FeatureStore(store_root), LogMel(cfg)
     counts: dict[str, int] = {"done": 0}
-    for i, rel in enumerate(paths):
-        if store.status(rel):
+    for i, utt in enumerate(db.utterances):
+        if store.status(utt):
             counts["done"] += 1
             continue
         try:
-            store.save(rel, extract(db, i, cfg, logmel))
+            store.save(utt, extract(db, i, cfg, logmel))
             counts["done"] += 1
         except AudioError as exc:
             log.warning("skipping %s", exc)
-            store.reject(rel, exc.reason)
+            store.reject(utt, exc.reason)
             counts[exc.reason] = counts.get(exc.reason, 0) + 1
     return counts
 
@@ -67,7 +65,7 @@ def precompute(
 ) -> dict[str, int]:
     """Fill the cache for ``db`` using the connected Ray cluster; returns outcome counts."""
     store = FeatureStore.for_corpus(db.root, cfg, cache_dir)
-    todo = [u.path for u in db.utterances if store.status(u.path) is None]
+    todo = [u for u in db.utterances if store.status(u) is None]
     totals = {"already": len(db.utterances) - len(todo), "done": 0}
     if not todo:
         return totals

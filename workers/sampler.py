@@ -81,6 +81,7 @@ class TripletSampler:
 
     def _next_anchor(self) -> str:
         if not self._order:
+            self._check()  # every anchor may have been discarded since the last pass
             anchors = self.anchors()
             self._order = [anchors[i] for i in self.rng.permutation(len(anchors))]
         return self._order.pop()

@@ -36,8 +36,10 @@ class Autoscaler:
         registry: Any,
         writer: Any,
         patience: int = 3,
+        watch: Any = None,
     ) -> None:
         self.cfg, self.run_id, self.count = cfg, run_id, count
+        self.watch = watch  # producers started here are watched like the first ones
         self.registry, self.writer, self.patience = registry, writer, patience
         self.high = 0
         self.last = (0.0, 0.0)
@@ -65,7 +67,7 @@ class Autoscaler:
             log.info("autoscaler request failed: %s", exc)
         room = ray.available_resources().get("CPU", 0) >= cpus
         if room:
-            start_producers(self.cfg, self.run_id, 1, registry=self.registry)
+            start_producers(self.cfg, self.run_id, 1, registry=self.registry, watch=self.watch)
             self.count = want
         log.warning(
             "the learner waited for data %.0f%% of its time: asked Ray for CPUs for %d producers%s",
