@@ -121,6 +121,8 @@ class LearnerConfig:
     eval_every: int = 100
     eval_trials: int = 2000
     checkpoint_every: int = 100
+    checkpoint_minutes: float = 30.0  # also checkpoint when this much time passed (0: off)
+    max_restarts: int = 2  # a learner that dies is started again from its last checkpoint
     keep_checkpoints: int = 3
     prefetch: int = 4
     data_timeout: float = 300.0  # seconds without a batch before the learner gives up (0: never)

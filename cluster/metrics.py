@@ -76,6 +76,22 @@ def events_key(run: str) -> str:
     return f"ve:run:{run}:events"
 
 
+def rewind(client: redis.Redis, run_id: str, step: int) -> int:
+    """Delete the run's train and eval entries of steps after ``step``: what a learner wrote
+    after its last checkpoint and lost when it was killed. A resumed learner writes those
+    steps again, so every step is in the series once and in order. Returns entries deleted."""
+    deleted = 0
+    for key in (train_key(run_id), eval_key(run_id)):
+        while True:
+            tail = client.xrevrange(key, count=500)
+            late = [entry_id for entry_id, f in tail if float(f.get("step", "nan")) > step]
+            if late:
+                deleted += client.xdel(key, *late)
+            if len(late) < len(tail) or not tail:
+                break
+    return deleted
+
+
 def public_url(url: str) -> str:
     """``url`` without its password, fit for config files, logs and the metrics store."""
     parts = urlsplit(url)
@@ -121,7 +137,8 @@ class MetricsWriter:
         self._buf: deque[tuple[int, str, dict[str, str]]] = deque()  # (seq, key, fields)
         self._seq = 0
         self._bound = buffer
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the buffer
+        self._send_lock = threading.Lock()  # one flush at a time: an entry is sent once
         self.dropped = 0
         self._reported_drops = 0
         self.sent = 0
@@ -204,7 +221,12 @@ class MetricsWriter:
             )
 
     def flush(self) -> bool:
-        """Send what is buffered; True when the buffer was emptied."""
+        """Send what is buffered; True when the buffer was emptied. Safe to call from any
+        thread (the learner flushes at each checkpoint): one send at a time."""
+        with self._send_lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             batch = list(self._buf)
         if not batch and self.dropped == self._reported_drops:

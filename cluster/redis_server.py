@@ -103,6 +103,17 @@ def _popen(*args, **kwargs) -> subprocess.Popen:
     return _SPAWNER.submit(subprocess.Popen, *args, **kwargs).result()
 
 
+def _is_redis(pid: int) -> bool:
+    """Whether ``pid`` is a live redis-server (not a zombie, not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    name, state = stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :][:1]
+    return "redis" in name and state != "Z"
+
+
 def _quoted(path: Path) -> str:
     """A path as a redis.conf double-quoted string (backslash and quote escaped)."""
     text = str(path)
@@ -218,7 +229,23 @@ class EmbeddedRedis:
             self.proc.wait(timeout=10)
 
     def ensure(self, **kwargs) -> str:
-        return self.running_url() or self.start(**kwargs)
+        url = self.running_url()
+        if url:
+            return url
+        self._wait_for_previous()
+        return self.start(**kwargs)
+
+    def _wait_for_previous(self, timeout: float = 15.0) -> None:
+        """A server of this folder that no longer answers may still be shutting down (its
+        driver was killed; it is saving). Two servers on one append-only file lose writes,
+        so wait for it to be gone before starting another."""
+        try:
+            pid = int(json.loads((self.dir / "server.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline and _is_redis(pid):
+            time.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down (saving) the server this object started, or the one recorded in the folder."""

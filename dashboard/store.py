@@ -173,7 +173,27 @@ class Stream:
                 self.last_id = entries[-1][0]
                 got += len(entries)
             if len(entries) < READ_CHUNK:
+                self._rewound()
                 return got
+
+    def _rewound(self) -> None:
+        """A resumed learner writes the steps after its checkpoint again (the driver deletes
+        the killed run's copies): drop copies already read, so steps stay in order, once."""
+        steps = self._cols.get("step")
+        if steps is None or self.n < 2:
+            return
+        st = steps[: self.n]
+        drops = np.nonzero(st[1:] <= st[:-1])[0]
+        if not len(drops):
+            return
+        keep = np.ones(self.n, bool)
+        for d in drops:  # entries before a restart at step s keep only steps below s
+            keep[: d + 1] &= st[: d + 1] < st[d + 1]
+        for col in self._cols.values():
+            kept = col[: self.n][keep]
+            col[: len(kept)] = kept
+            col[len(kept) : self.n] = np.nan
+        self.n = int(keep.sum())
 
     def array(self, name: str) -> np.ndarray:
         col = self._cols.get(name)

@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
 def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_first: bool) -> int:
     """Drive the learner actor in ~2 s calls to ``max_steps``, drawing progress as it goes.
     Every call waits through ``launch.call``, which watches the producers meanwhile."""
-    actor, scaler = launch.actor, launch.scaler
+    import ray
     from tqdm import tqdm
+
+    actor, scaler = launch.actor, launch.scaler
 
     first_eer = None
     if evaluate_first:
@@ -180,7 +182,16 @@ def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_fi
     with tqdm(total=total, initial=start, unit="step", disable=quiet, dynamic_ncols=True) as bar:
         while step < total:
             t0 = time.time()
-            summary = launch.call(actor.train.remote(min(chunk, total - step)))
+            try:
+                summary = launch.call(actor.train.remote(min(chunk, total - step)))
+            except ray.exceptions.RayActorError as exc:  # died, not raised: start it again
+                info = launch.restart_learner(str(exc).splitlines()[0][:200])
+                if info is None:
+                    raise
+                actor, step = launch.actor, info["step"]
+                bar.reset(total)
+                bar.update(step)
+                continue
             if summary["step"] == step:
                 break  # no progress: the stream ended
             bar.update(summary["step"] - step)

@@ -10,6 +10,7 @@ actor, producers. The driver (``python -m learner``) only parses, shows progress
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,15 +18,16 @@ import time
 from typing import Any
 
 import ray
+import redis
 
 from cluster.config import RunConfig
-from cluster.metrics import NULL_METRICS, MetricsWriter
+from cluster.metrics import NULL_METRICS, MetricsWriter, connect, rewind
 from cluster.queue import create_queue
 from cluster.ray_session import init_ray, spare_cpus
 from cluster.registry import create_registry
 from cluster.runs import RunDir
 from learner.actor import LearnerActor
-from learner.checkpoint import Checkpoint
+from learner.checkpoint import Checkpoint, CheckpointManager
 from workers.pool import start_producers, stop_producers
 from workers.scaling import Autoscaler
 from workers.watch import ProducerWatch
@@ -62,6 +64,7 @@ class Launch:
         self.writer: Any = NULL_METRICS
         self.actor = self.registry = self.queue = self.scaler = None
         self.producers = 0
+        self.restarts = 0
         self.watch = ProducerWatch()
 
     @property
@@ -87,6 +90,18 @@ class Launch:
             run_dir=str(self.run.path),
         )
         self.writer.event("start", {"resume": str(self.resume.path) if self.resume else None})
+        if self.resume is not None:
+            self._rewind(self.resume.step)
+
+    def _rewind(self, step: int) -> None:
+        """Forget the metrics of steps after ``step`` (see ``cluster.metrics.rewind``)."""
+        try:
+            n = rewind(connect(self.url), self.run_id, step)
+        except redis.RedisError as exc:
+            log.warning("could not rewind the metric series to step %d: %s", step, exc)
+            return
+        if n:
+            log.info("metrics: dropped %d entries written after the checkpoint at step %d", n, step)
 
     def start(self, address: str | None = None, cpus: int | None = None) -> dict[str, Any]:
         """Connect to Ray and start the run's actors; returns the learner's ``info()``."""
@@ -97,19 +112,16 @@ class Launch:
         self.queue = create_queue(run_id, cfg.producer.queue_size)
         # The learner first: it holds its node (GPU, `learner` resource) before producers
         # could take that node's CPUs.
-        self.actor = (
-            ray.remote(LearnerActor)
-            .options(**learner_options(cfg))
-            .remote(
-                cfg.to_dict(),
-                str(self.run.path),
-                run_id,
-                cfg.learner.device,
-                str(self.resume.path) if self.resume else None,
-                self.url,
-            )
-        )
+        self.actor = self._learner(self.resume)
         info = ray.get(self.actor.info.remote())  # placed and built: producers may fill the rest
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if self.embedded is not None and len(nodes) > 1:
+            log.warning(
+                "the embedded Redis listens on 127.0.0.1 only: producers on the other %d "
+                "node(s) cannot send their metrics (training is not affected). Give "
+                "--redis URL (a server every node reaches) to see them on the dashboard.",
+                len(nodes) - 1,
+            )
         self.producers = cfg.producer.count or spare_cpus(reserved=1)
         start_producers(cfg, run_id, self.producers, registry=self.registry, watch=self.watch)
         log.info(
@@ -125,6 +137,44 @@ class Launch:
             cfg, run_id, self.producers, self.registry, self.writer, watch=self.watch
         )
         return info
+
+    def _learner(self, resume: Checkpoint | None) -> Any:
+        cfg = self.cfg
+        return (
+            ray.remote(LearnerActor)
+            .options(**learner_options(cfg))
+            .remote(
+                cfg.to_dict(),
+                str(self.run.path),
+                self.run_id,
+                cfg.learner.device,
+                str(resume.path) if resume else None,
+                self.url,
+            )
+        )
+
+    def restart_learner(self, why: str) -> dict[str, Any] | None:
+        """A learner that died (killed, out of memory, its node gone) is started again from
+        the run's last checkpoint, up to ``learner.max_restarts`` times; the producers and
+        the queue carry on. Returns the new learner's ``info()``, or None when it may not."""
+        ckpt = CheckpointManager(self.run.checkpoints).latest()
+        if self.restarts >= self.cfg.learner.max_restarts or ckpt is None:
+            return None
+        self.restarts += 1
+        log.warning(
+            "the learner died (%s); restart %d of %d from %s",
+            why,
+            self.restarts,
+            self.cfg.learner.max_restarts,
+            ckpt.path.name,
+        )
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor, no_restart=True)
+        self.writer.event("restart", {"step": ckpt.step, "restart": self.restarts, "why": why})
+        self.writer.flush()
+        self._rewind(ckpt.step)
+        self.actor = self._learner(ckpt)
+        return ray.get(self.actor.info.remote())
 
     def call(self, ref: Any, poll: float = 1.0) -> Any:
         """``ray.get(ref)`` of a learner call, watching the producers meanwhile: raises

@@ -70,6 +70,7 @@ class Learner:
             else None
         )
         self.best_eer = math.inf
+        self.saved_at = time.time()  # last checkpoint (or start), for learner.checkpoint_minutes
         self.threshold: float | None = None
         self.last_eval: dict[str, float] = {}
         self.sampler_states: dict[str, str] = {}
@@ -106,6 +107,8 @@ class Learner:
                 record.update(self.evaluate())
             if lc.checkpoint_every and self.step % lc.checkpoint_every == 0:
                 self.save("periodic")
+            elif lc.checkpoint_minutes and time.time() - self.saved_at > 60 * lc.checkpoint_minutes:
+                self.save("timed")  # slow steps (base on a CPU): never hours of work at risk
         return self.summary()
 
     def train_batch(self, batch: Batch, waited: float = 0.0) -> dict[str, float]:
@@ -209,6 +212,10 @@ class Learner:
         if self.diverged:
             log.warning("not saving a checkpoint after the loss diverged")
             return None
+        # Every step up to this checkpoint reaches the store before the checkpoint exists:
+        # after a kill, a resumed run rewinds the series to its checkpoint, and nothing
+        # before it may be missing.
+        self.metrics.flush()
         ckpt = self.checkpoints.save(
             self.step,
             variables_to_arrays(self.model.variables),
@@ -216,6 +223,7 @@ class Learner:
             {**self.state(), "reason": reason},
             best=best,
         )
+        self.saved_at = time.time()
         size = self.checkpoints.size_bytes(ckpt)
         log.info("checkpoint %s (%s, %.1f MB)", ckpt.path.name, reason, size / 2**20)
         self.metrics.event(

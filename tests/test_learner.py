@@ -52,6 +52,18 @@ def test_fit_traces_once_and_times_every_step(cfg, batches, tmp_path):
     assert ckpt.step == 4 and "0" in ckpt.state()["sampler_states"]
 
 
+def test_time_based_checkpoints(cfg, batches, tmp_path):
+    from cluster.config import replace
+
+    timed = replace(cfg, learner={"checkpoint_every": 0, "checkpoint_minutes": 1e-6})
+    Learner(timed, tmp_path / "t").fit(batches[:3])
+    reasons = [c.state()["reason"] for c in CheckpointManager(tmp_path / "t" / "checkpoints").all()]
+    assert reasons == ["timed"] * 3  # every step is past a 60 microsecond interval
+    never = replace(cfg, learner={"checkpoint_every": 0, "checkpoint_minutes": 0})
+    Learner(never, tmp_path / "n").fit(batches[:3])
+    assert CheckpointManager(tmp_path / "n" / "checkpoints").all() == []
+
+
 def test_resume_is_exact(cfg, batches, tmp_path):
     straight = Learner(cfg, tmp_path / "a")
     straight.fit(batches[:8])

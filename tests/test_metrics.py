@@ -170,6 +170,26 @@ def test_series_reads_incrementally(redis_server):
     assert s.checkpoints() == [50, 100]
 
 
+def test_a_rewound_series_has_every_step_once_in_order(redis_server):
+    """After a kill and --resume, the driver deletes what was written after the checkpoint
+    and the learner writes those steps again; a dashboard that already read the lost steps
+    drops them too."""
+    _, url = redis_server
+    client = M.connect(url)
+    write_run(url, "rw", 60)  # evals at 50; the learner dies after step 60
+    series = RunSeries("rw")
+    series.refresh(client)
+    assert M.rewind(client, "rw", 40) == 20 + 1  # steps 41..60 and the eval at step 50
+    assert [int(f["step"]) for _, f in client.xrange(M.train_key("rw"))] == list(range(1, 41))
+    write_run(url, "rw", 30, start=40)  # the resumed learner: steps 41..70 again
+    series.refresh(client)
+    assert list(series.train.array("step")) == list(range(1, 71))
+    assert list(series.eval.array("step")) == [50]
+    assert series.train.array("loss")[-1] == float(
+        client.xrevrange(M.train_key("rw"), count=1)[0][1]["loss"]
+    )
+
+
 def test_minmax_keeps_spikes():
     y = np.zeros(100_000)
     y[12345], y[67890] = 5.0, -5.0
