@@ -45,6 +45,7 @@ class RunRegistry:
         self.created_at = time.time()
         self._next_worker = 0
         self._producers: dict[int, str] = {}
+        self._starts: dict[int, int] = {}
 
     def info(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,12 @@ class RunRegistry:
     def take_sampler_state(self, worker_id: int) -> str | None:
         """A resumed run's saved sampler state for this worker id, handed out once."""
         return self._sampler_states.pop(str(worker_id), None)
+
+    def count_start(self, worker_id: int) -> int:
+        """How often this worker id started before (0 the first time); producers seed by it."""
+        n = self._starts.get(worker_id, 0)
+        self._starts[worker_id] = n + 1
+        return n
 
     def register_producer(self, worker_id: int, actor_name: str) -> None:
         self._producers[worker_id] = actor_name

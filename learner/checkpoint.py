@@ -154,10 +154,14 @@ class CheckpointManager:
     def best(self) -> Checkpoint | None:
         try:
             name = json.loads((self.dir / "best.json").read_text())["checkpoint"]
-        except (OSError, ValueError, KeyError):
-            return None
-        path = self.dir / name
-        return Checkpoint(path) if path.is_dir() else None
+            if isinstance(name, str) and _NAME.match(name) and (self.dir / name).is_dir():
+                return Checkpoint(self.dir / name)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # best.json missing, damaged or stale: each checkpoint records whether it was the
+        # best when written, so retention never deletes the best for want of the pointer.
+        marked = [c for c in self.all() if _was_best(c)]
+        return marked[-1] if marked else None
 
     def save(
         self,
@@ -175,6 +179,7 @@ class CheckpointManager:
         _save_npz(tmp / "weights.npz", weights)
         _save_npz(tmp / "optimizer.npz", optimizer)
         meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.time(), **state}
+        meta["best"] = best
         with open(tmp / "state.json", "w") as fh:
             json.dump(meta, fh, indent=1, default=_json_default)
             fh.flush()
@@ -211,6 +216,13 @@ class CheckpointManager:
 
     def size_bytes(self, ckpt: Checkpoint) -> int:
         return sum(f.stat().st_size for f in ckpt.path.iterdir())
+
+
+def _was_best(ckpt: Checkpoint) -> bool:
+    try:
+        return bool(ckpt.state().get("best"))
+    except CheckpointError:
+        return False
 
 
 def _json_default(obj: Any) -> Any:

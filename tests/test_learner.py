@@ -98,6 +98,21 @@ def test_retention_keeps_last_k_and_best(tmp_path):
     assert mgr.best().step == 2
 
 
+@pytest.mark.parametrize("pointer", ["{oops", '{"checkpoint": "../../etc"}', None])
+def test_the_best_survives_a_damaged_or_missing_pointer(tmp_path, pointer):
+    mgr = CheckpointManager(tmp_path, keep=1)
+    w = {"0000/x": np.zeros(3)}
+    for step in (1, 2, 3):
+        mgr.save(step, w, w, {"n": step}, best=step == 2)
+    if pointer is None:
+        (tmp_path / "best.json").unlink()
+    else:
+        (tmp_path / "best.json").write_text(pointer)
+    for step in (4, 5):  # retention runs with the pointer unreadable
+        mgr.save(step, w, w, {"n": step})
+    assert [c.step for c in mgr.all()] == [2, 5] and mgr.best().step == 2
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, batches, tmp_path):
     learner = Learner(cfg, tmp_path)
     learner.fit(batches[:4])

@@ -176,3 +176,27 @@ def test_a_starved_learner_says_so_and_names_the_producers(ray_session, syntheti
     actor.stop.remote()
     assert ray.get(waiting, timeout=30)["step"] == 0  # returned, nothing trained
     assert ray.get(actor.save.remote("exit"), timeout=30)  # and the exit save is not stuck
+
+
+def test_a_restarted_producer_does_not_replay_its_stream(ray_session, synthetic_root):
+    import os
+    import signal
+
+    cfg = load_config("smoke", ["producer.queue_size=2"])
+    registry, queue = new_run(cfg, "t-replay")
+    (producer,) = start_producers(cfg, "t-replay", 1, registry=registry)
+    stream = BatchStream(queue, prefetch=1)
+    first = next(stream)
+    assert first.seq == 0
+    pid = ray.get(producer.__ray_call__.remote(lambda self: os.getpid()))
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the restarted instance starts again at seq 0
+        batch = next(stream)
+        if batch.created_at > first.created_at and batch.seq == 0:
+            break
+    else:
+        pytest.fail("the restarted producer sent nothing")
+    assert batch.features.shape == first.features.shape
+    assert not np.array_equal(batch.features, first.features)  # a fresh stream, not a replay
+    stop_producers("t-replay")

@@ -8,6 +8,7 @@ refused, so the corpus can count each reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,37 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     if sr != sample_rate:
         signal = soxr.resample(signal, sr, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def audio_blocks(
+    path: str | Path, sample_rate: int = 16000, seconds: float = 60.0
+) -> Iterator[np.ndarray]:
+    """``load_audio`` for long files: float32 mono blocks of about ``seconds`` at
+    ``sample_rate``, decoded and resampled as a stream, so memory stays bounded by the block,
+    not by the file (an hour of 48 kHz stereo is over 2 GB as one float array)."""
+    try:
+        fh = sf.SoundFile(str(path))
+    except Exception as exc:  # soundfile raises several types for bad files
+        raise UnreadableAudio(path, f"cannot decode audio ({exc})") from None
+    with fh:
+        sr = fh.samplerate
+        stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality="HQ")
+        frames = max(1, int(seconds * sr))
+        while True:
+            try:
+                data = fh.read(frames, dtype="float32", always_2d=True)
+            except Exception as exc:  # noqa: BLE001 - a damaged body part way through
+                raise UnreadableAudio(path, f"cannot decode audio ({exc})") from None
+            last = len(data) < frames
+            signal = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            if not np.isfinite(signal).all():
+                raise UnreadableAudio(path, "samples contain NaN or infinity")
+            if sr != sample_rate:
+                signal = stream.resample_chunk(np.ascontiguousarray(signal), last=last)
+            if len(signal):
+                yield np.ascontiguousarray(signal, dtype=np.float32)
+            if last:
+                return
 
 
 def frame_energy_db(signal: np.ndarray, win: int, hop: int) -> np.ndarray:

@@ -22,7 +22,14 @@ import numpy as np
 
 from cluster.config import FeatureConfig
 from cluster.files import atomic_write, atomic_write_text
-from workers.audio import AudioError, TooShort, load_speech
+from workers.audio import (
+    AudioError,
+    NoSpeech,
+    TooShort,
+    audio_blocks,
+    load_speech,
+    remove_silence,
+)
 from workers.corpus import SpeakerDatabase, Utterance, corpus_key, default_cache_root
 from workers.features import LogMel
 
@@ -92,13 +99,46 @@ class FeatureStore:
         return np.load(self.npy(utt), mmap_mode="r")
 
 
+LONG_SECONDS = 600.0  # files longer than this are decoded block by block
+BLOCK_SECONDS = 60.0
+
+
 def extract(db: SpeakerDatabase, index: int, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
-    """Decode, drop silence, compute log-mel: ``[frames, n_mels]`` in ``cfg.dtype``."""
+    """Decode, drop silence, compute log-mel: ``[frames, n_mels]`` in ``cfg.dtype``.
+
+    A long file (a multi-hour recording) is decoded in blocks of ``BLOCK_SECONDS``, each
+    trimmed and turned into features on its own, so a producer's memory is bounded by the
+    block, never by the file.
+    """
     path = db.abspath(index)
+    if db.utterances[index].seconds > LONG_SECONDS:
+        return _extract_blocks(path, cfg, logmel)
     speech = load_speech(path, cfg)
     if len(speech) < logmel.win:
         raise TooShort(path, "too little speech after silence removal")
     return logmel(speech).astype(cfg.dtype)
+
+
+def _extract_blocks(path: Path, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
+    parts = []
+    for block in audio_blocks(path, cfg.sample_rate, BLOCK_SECONDS):
+        try:  # VAD relative to the block's loudest frame: a quiet hour still counts
+            speech = remove_silence(
+                block,
+                cfg.sample_rate,
+                cfg.win_length,
+                cfg.hop_length,
+                cfg.vad_db,
+                cfg.vad_floor_db,
+                path=path,
+            )
+        except NoSpeech:
+            continue
+        if len(speech) >= logmel.win:
+            parts.append(logmel(speech).astype(cfg.dtype))
+    if not parts:
+        raise NoSpeech(path, "no speech detected (silent or below the energy floor)")
+    return np.concatenate(parts)
 
 
 class FeatureSource:

@@ -39,16 +39,22 @@ class ProducerActor:
         self.run_id, self.detached = run_id, detached
         registry = attach_registry(run_id)
         url = ray.get(registry.metrics_url.remote())
+        # 0 the first time; a restart by Ray (killed, out of memory) gets a fresh stream
+        # instead of sending the run's first batches again.
+        start = ray.get(registry.count_start.remote(worker_id))
         self.producer = BatchProducer.from_config(
             cfg,
             worker_id,
             attach_queue(run_id),
             wrap=Envelope.wrap,
             metrics=MetricsWriter.from_config(cfg.metrics, run_id, f"producer-{worker_id}", url),
+            start=start,
         )
         saved = ray.get(registry.take_sampler_state.remote(worker_id))
         if saved:  # a resumed run: continue this worker's stream where the learner left it
             self.producer.sampler.set_state(json.loads(saved))
+        elif start:
+            log.info("producer %d restarted (start %d): a fresh sample stream", worker_id, start)
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
         stats = self.producer.run(max_batches)

@@ -33,9 +33,10 @@ from workers.sampler import BatchBuilder, TripletSampler
 log = logging.getLogger(__name__)
 
 
-def producer_seed(base: int, worker_id: int) -> int:
-    """Independent, reproducible streams per worker (SeedSequence mixes both)."""
-    return int(np.random.SeedSequence([base, worker_id]).generate_state(1)[0])
+def producer_seed(base: int, worker_id: int, start: int = 0) -> int:
+    """Independent, reproducible streams per worker and per (re)start of that worker
+    (SeedSequence mixes all three): a producer restarted by Ray never replays its stream."""
+    return int(np.random.SeedSequence([base, worker_id, start]).generate_state(1)[0])
 
 
 class BatchProducer:
@@ -75,14 +76,16 @@ class BatchProducer:
         wrap: Callable[[Any], Any] | None = None,
         metrics: Any = NULL_METRICS,
         data: RunData | None = None,
+        start: int = 0,
     ) -> BatchProducer:
-        """A producer of the run ``cfg`` describes, on its training speakers."""
+        """A producer of the run ``cfg`` describes, on its training speakers; ``start``
+        counts how often this worker id was started before (its stream depends on it)."""
         data = data or RunData.open(cfg.data, cfg.synthetic)
         sampler = TripletSampler(
             data.db,
             data.train,
             cfg.sampler.triplets,
-            producer_seed(cfg.sampler.seed, worker_id),
+            producer_seed(cfg.sampler.seed, worker_id, start),
         )
         log.info(
             "producer %d ready: %s, %d training speakers",
