@@ -158,3 +158,15 @@ def test_feature_cache_follows_the_file_not_its_name(tmp_path):
     repaired = src.get(at["s1/u1.wav"])
     assert src.computed == 2 and len(repaired) > 0
     assert store.status(db.utterances[at["s1/u1.wav"]]) == "done"
+
+
+def test_a_cache_that_cannot_be_written_costs_speed_not_the_run(tone_corpus, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    db = SpeakerDatabase.scan(tone_corpus)
+    source = FeatureSource(db, FeatureConfig(), FeatureStore(blocker / "store"), write_cache=True)
+    builder = BatchBuilder(TripletSampler(db, triplets=4, seed=0), source, frames=40)
+    for _ in range(3):
+        builder.build().validate()
+    assert source.computed > 0 and not source.write_cache
+    assert caplog.text.count("cannot write the feature cache") == 1

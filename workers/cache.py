@@ -189,13 +189,26 @@ class FeatureSource:
                 feats = extract(self.db, index, self.cfg, self.logmel)
             except AudioError as exc:
                 if self.store is not None and self.write_cache:
-                    self.store.reject(utt, exc.reason)
+                    self._write(self.store.reject, utt, exc.reason)
                 raise
             self.computed += 1
             if self.store is not None and self.write_cache:
-                self.store.save(utt, feats)
+                self._write(self.store.save, utt, feats)
         self._remember(index, feats)
         return feats
+
+    def _write(self, write, utt: Utterance, value) -> None:
+        """A cache that cannot be written (full disk, read-only) costs speed, never the run:
+        say so once and go on computing features without writing them."""
+        try:
+            write(utt, value)
+        except OSError as exc:
+            self.write_cache = False
+            log.warning(
+                "cannot write the feature cache %s (%s): going on without writing to it",
+                self.store.root,
+                exc,
+            )
 
     def _remember(self, index: int, feats: np.ndarray) -> None:
         # Memory-mapped arrays cost file handles, not memory: bound them by count.
