@@ -34,21 +34,11 @@ class RunDir:
     def run_id(self) -> str:
         return self.path.name
 
-    @property
-    def config_file(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def redis_dir(self) -> Path:
-        return self.path / "redis"
-
-    @property
-    def logs(self) -> Path:
-        return self.path / "logs"
+    # What a run folder holds, each in one place.
+    config_file = property(lambda self: self.path / "config.yaml")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    redis_dir = property(lambda self: self.path / "redis")
+    logs = property(lambda self: self.path / "logs")
 
     @classmethod
     def create(cls, root: str | Path, cfg: RunConfig, run_id: str | None = None) -> RunDir:
