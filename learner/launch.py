@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -57,9 +56,9 @@ class Launch:
         self, cfg: RunConfig, run: RunDir, resume: Checkpoint | None = None, redis_url: str = ""
     ) -> None:
         self.cfg, self.run, self.resume = cfg, run, resume
-        self.url = (
-            redis_url or os.environ.get("REDIS_URL") or cfg.metrics.redis_url
-        )  # may hold a password
+        # The URL the driver chose (--redis, REDIS_URL, metrics.redis_url as given, in that
+        # order); it may hold a password, which cfg no longer does. Empty: embedded Redis.
+        self.url = redis_url
         self.embedded = None  # EmbeddedRedis started for this run, if any
         self.writer: Any = NULL_METRICS
         self.actor = self.registry = self.queue = self.scaler = None

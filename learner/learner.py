@@ -57,8 +57,7 @@ class Learner:
         queue_depth: Any = None,
     ) -> None:
         configure(device, mixed)
-        self.cfg, self.evaluator = cfg, evaluator
-        self.metrics = metrics if metrics is not None else NULL_METRICS
+        self.cfg, self.evaluator, self.metrics = cfg, evaluator, metrics
         self.device, self.mixed = device, mixed
         self.queue_depth = queue_depth  # callable -> int, or None
         self.train_step = TrainStep(cfg, mixed)
