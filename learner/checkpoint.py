@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{8})$")
+_ASIDE = re.compile(r"^\.old-(ckpt-\d{8})-\d+$")  # a re-saved step's previous copy
 
 
 class CheckpointError(ValueError):
@@ -51,7 +52,8 @@ class Checkpoint:
 
     @property
     def step(self) -> int:
-        return int(_NAME.match(self.path.name).group(1))
+        aside = _ASIDE.match(self.path.name)
+        return int(_NAME.match(aside.group(1) if aside else self.path.name).group(1))
 
     def state(self) -> dict[str, Any]:
         try:
@@ -119,11 +121,20 @@ class CheckpointManager:
         self.keep = max(1, keep)
 
     def all(self) -> list[Checkpoint]:
+        """The checkpoints, oldest first. Only looks: a reader (a CLI on a running run) never
+        renames anything, so it can never break a save in progress. A step whose re-save was
+        interrupted between its two renames is listed as its set-aside copy."""
         if not self.dir.is_dir():
             return []
-        self._recover()
-        found = [Checkpoint(p) for p in self.dir.iterdir() if _NAME.match(p.name) and p.is_dir()]
-        return sorted(found, key=lambda c: c.step)
+        found, aside = {}, {}
+        for p in self.dir.iterdir():
+            if _NAME.match(p.name) and p.is_dir():
+                found[p.name] = Checkpoint(p)
+            elif (m := _ASIDE.match(p.name)) and p.is_dir():
+                aside[m.group(1)] = Checkpoint(p)
+        for name, ckpt in aside.items():
+            found.setdefault(name, ckpt)
+        return sorted(found.values(), key=lambda c: c.step)
 
     def _remove(self, path: Path) -> None:
         """Delete a checkpoint folder: renamed out of sight first (atomic), then removed, so a
@@ -136,9 +147,12 @@ class CheckpointManager:
         shutil.rmtree(gone, ignore_errors=True)
 
     def _recover(self) -> None:
-        """Undo a re-save of one step that was killed between its two renames."""
+        """Undo a re-save of one step that was killed between its two renames (the writer
+        does this before it saves; readers only look)."""
         for old in self.dir.glob(".old-ckpt-*"):
-            final = self.dir / old.name[len(".old-") :].rsplit("-", 1)[0]
+            if not (m := _ASIDE.match(old.name)):
+                continue
+            final = self.dir / m.group(1)
             try:
                 if final.exists():
                     self._remove(old)
@@ -174,6 +188,7 @@ class CheckpointManager:
         final = self.dir / f"ckpt-{step:08d}"
         tmp = self.dir / f".tmp-{final.name}-{os.getpid()}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _save_npz(tmp / "weights.npz", weights)

@@ -75,7 +75,7 @@ class Launch:
         if not self.url:
             from cluster.redis_server import EmbeddedRedis
 
-            self.embedded = EmbeddedRedis(self.run.redis_dir)
+            self.embedded = EmbeddedRedis(self.run.redis_dir, self.cfg.metrics.redis_bind)
             self.url = self.embedded.ensure()
         cfg = self.cfg
         self.writer = MetricsWriter(self.url, self.run_id, "driver")
@@ -114,11 +114,13 @@ class Launch:
         self.actor = self._learner(self.resume)
         info = ray.get(self.actor.info.remote())  # placed and built: producers may fill the rest
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        if self.embedded is not None and len(nodes) > 1:
+        if self.embedded is not None and len(nodes) > 1 and self.embedded.host_is_loopback:
             log.warning(
-                "the embedded Redis listens on 127.0.0.1 only: producers on the other %d "
+                "the embedded Redis listens on %s only: producers on the other %d "
                 "node(s) cannot send their metrics (training is not affected). Give "
-                "--redis URL (a server every node reaches) to see them on the dashboard.",
+                "--set metrics.redis_bind=0.0.0.0 (password-protected; firewall the port "
+                "to the cluster) or --redis URL to see them on the dashboard.",
+                self.embedded.bind,
                 len(nodes) - 1,
             )
         self.producers = cfg.producer.count or spare_cpus(reserved=1)

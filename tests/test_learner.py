@@ -191,3 +191,38 @@ def test_resaving_a_step_never_leaves_it_missing(tmp_path):
     assert [c.step for c in mgr.all()] == [4]  # recovered on the next look
     again = mgr.save(4, w, w, {"reason": "exit"})
     assert again.state()["reason"] == "exit" and not list(tmp_path.glob(".old-*"))
+
+
+def test_a_reader_during_a_resave_never_breaks_the_save(tmp_path, monkeypatch):
+    """Another process (a CLI resolving the run's best checkpoint) looks at the folder at the
+    worst moment of a same-step re-save, between its two renames: it reads the set-aside copy
+    and leaves the folder as it is, so the writer's second rename still succeeds."""
+    from learner import checkpoint
+
+    mgr = CheckpointManager(tmp_path, keep=3)
+    w = {"0000/x": np.arange(3.0)}
+    mgr.save(4, w, w, {"reason": "periodic"})
+    reader = (
+        "import sys; from learner.checkpoint import resolve; c = resolve(sys.argv[1]); "
+        "print(c.step, c.state()['reason'], c.arrays('weights')['0000/x'].sum())"
+    )
+    seen = []
+    real_rename = os.rename
+
+    def rename_then_read(src, dst):
+        real_rename(src, dst)
+        if str(dst).rsplit("/", 1)[-1].startswith(".old-"):
+            out = subprocess.run(
+                [sys.executable, "-c", reader, str(tmp_path)],
+                env={**os.environ, "PYTHONPATH": os.getcwd()},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            seen.append(out.stdout.split())
+
+    monkeypatch.setattr(checkpoint.os, "rename", rename_then_read)
+    again = mgr.save(4, w, w, {"reason": "exit"})
+    assert seen == [["4", "periodic", "3.0"]]  # the reader got a whole checkpoint
+    assert again.state()["reason"] == "exit"
+    assert [c.path.name for c in mgr.all()] == ["ckpt-00000004"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
@@ -12,8 +13,10 @@ import pytest
 import redis
 
 from cluster import metrics as M
+from cluster.config import load_config
 from cluster.metrics import MetricsWriter
 from cluster.redis_server import EmbeddedRedis
+from cluster.validate import ConfigError
 from dashboard.app import Dashboard
 from dashboard.series import minmax
 from dashboard.store import RunsDirSource, RunSeries, UrlSource
@@ -241,3 +244,28 @@ def test_runs_dir_source_starts_the_persisted_store(tmp_path):
     s.refresh(clients[0])  # the persisted data, served again
     assert s.steps() == 20
     EmbeddedRedis(run.redis_dir).stop()
+
+
+def test_embedded_redis_is_reachable_from_other_nodes_only_when_asked(tmp_path):
+    """Default: loopback only, so a producer on another node cannot connect; with
+    ``metrics.redis_bind=0.0.0.0`` it can, through this node's address, with the password."""
+    from cluster.redis_server import reachable_host
+
+    outward = reachable_host("0.0.0.0")
+    assert not ipaddress.ip_address(outward).is_loopback, "this machine has no outward address"
+    local = EmbeddedRedis(tmp_path / "local")
+    port = urlsplit(local.start()).port
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis(host=outward, port=port, socket_connect_timeout=2).ping()
+    local.stop()
+
+    shared = EmbeddedRedis(tmp_path / "shared", bind="0.0.0.0")
+    url = shared.start()
+    assert urlsplit(url).hostname == outward  # what producers on other nodes are handed
+    assert M.connect(url).ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host=outward, port=urlsplit(url).port, socket_connect_timeout=2).ping()
+    assert EmbeddedRedis(tmp_path / "shared").running_url() == url  # a reader finds it
+    shared.stop()
+    with pytest.raises(ConfigError, match="metrics.redis_bind: 'everywhere' is not an IP"):
+        load_config("smoke", ["metrics.redis_bind=everywhere"])

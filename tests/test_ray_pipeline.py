@@ -200,3 +200,48 @@ def test_a_restarted_producer_does_not_replay_its_stream(ray_session, synthetic_
     assert batch.features.shape == first.features.shape
     assert not np.array_equal(batch.features, first.features)  # a fresh stream, not a replay
     stop_producers("t-replay")
+
+
+def test_a_file_that_kills_its_producer_twice_is_quarantined(ray_session, tmp_path):
+    """Ray kills the producer while it decodes one long file (as the OOM killer would), twice:
+    the file is quarantined and counted, and the restarted producer goes on without it."""
+    from tests.fakes import write_wav
+
+    rng = np.random.default_rng(3)
+    for s, f0 in enumerate((110.0, 170.0, 240.0)):
+        for u in range(2):
+            write_wav(tmp_path / f"spk{s}" / f"u{u}.wav", 2.0, f0=f0, rng=rng)
+    killer = "spk0/u1.wav"  # 40 minutes: decoded in blocks, long enough to be caught at it
+    write_wav(tmp_path / killer, 2400.0, f0=110.0, rng=rng)
+    cfg = load_config(
+        "smoke",
+        [
+            f"data.path={tmp_path}",
+            "data.feature_cache=off",
+            "data.min_eval_speakers=0",
+            "data.eval_fraction=0",
+            "producer.queue_size=2",
+            "sampler.triplets=4",
+        ],
+    )
+    registry, queue = new_run(cfg, "t-killer")
+    (producer,) = start_producers(cfg, "t-killer", 1, registry=registry)
+
+    def decoding():
+        return ray.get(registry.__ray_call__.remote(lambda self: dict(self._decoding)))
+
+    for kill in range(2):
+        deadline = time.time() + 120
+        # the restarted instance (strike ``kill`` counted) is decoding the file again
+        while (
+            ray.get(registry.strikes.remote()).get(killer, 0) != kill or decoding().get(0) != killer
+        ):
+            assert time.time() < deadline, f"kill {kill}: the producer never decoded {killer}"
+            time.sleep(0.02)
+        ray.kill(producer, no_restart=False)  # Ray restarts it, as after an out-of-memory kill
+    batch = BatchStream(queue, prefetch=1, timeout=120).__next__()
+    assert batch.features.shape[0] == 12
+    assert ray.get(registry.strikes.remote()) == {killer: 2}
+    assert ray.get(registry.quarantined.remote()) == [killer]
+    assert ray.get(producer.stats.remote())["rejected"] == {"quarantined": 1}
+    stop_producers("t-killer")

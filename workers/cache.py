@@ -17,6 +17,7 @@ import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,13 @@ class RejectedAudio(AudioError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(path, f"{reason} (recorded in the feature cache)")
         self.reason = reason
+
+
+class Quarantined(AudioError):
+    """An utterance whose decoding killed a producer ``QUARANTINE_STRIKES`` times (out of
+    memory, a crashing decoder): skipped for the rest of the run and counted."""
+
+    reason = "quarantined"
 
 
 class FeatureStore:
@@ -158,8 +166,12 @@ class FeatureSource:
         write_cache: bool = False,
         memory_bytes: int = 256 << 20,
         max_open: int = 4096,
+        guard: Any = None,
     ) -> None:
+        """``guard`` (a producer's :class:`DecodeGuard`) is told which file is being decoded,
+        so a file that kills its producer is blamed and, the second time, quarantined."""
         self.db, self.cfg, self.store, self.write_cache = db, cfg, store, write_cache
+        self.guard = guard
         self.logmel = LogMel(cfg)
         self.memory_bytes = memory_bytes
         self.max_open = max_open
@@ -186,7 +198,9 @@ class FeatureSource:
                 raise RejectedAudio(utt.path, self.store.rejection(utt))
         if feats is None:
             try:
-                feats = extract(self.db, index, self.cfg, self.logmel)
+                feats = self._extract(index, utt)
+            except Quarantined:
+                raise
             except AudioError as exc:
                 if self.store is not None and self.write_cache:
                     self._write(self.store.reject, utt, exc.reason)
@@ -196,6 +210,16 @@ class FeatureSource:
                 self._write(self.store.save, utt, feats)
         self._remember(index, feats)
         return feats
+
+    def _extract(self, index: int, utt: Utterance) -> np.ndarray:
+        if self.guard is None:
+            return extract(self.db, index, self.cfg, self.logmel)
+        if not self.guard.begin(utt.path):
+            raise Quarantined(utt.path, "its decoding killed a producer twice; skipped")
+        try:
+            return extract(self.db, index, self.cfg, self.logmel)
+        finally:
+            self.guard.end()
 
     def _write(self, write, utt: Utterance, value) -> None:
         """A cache that cannot be written (full disk, read-only) costs speed, never the run:

@@ -50,11 +50,23 @@ class ProducerActor:
             metrics=MetricsWriter.from_config(cfg.metrics, run_id, f"producer-{worker_id}", url),
             start=start,
         )
+        self.producer.source.guard = DecodeGuard(registry, worker_id)
         saved = ray.get(registry.take_sampler_state.remote(worker_id))
         if saved:  # a resumed run: continue this worker's stream where the learner left it
             self.producer.sampler.set_state(json.loads(saved))
         elif start:
             log.info("producer %d restarted (start %d): a fresh sample stream", worker_id, start)
+        if start:
+            self._report_strikes(registry)
+
+    def _report_strikes(self, registry: Any) -> None:
+        strikes = ray.get(registry.strikes.remote())
+        quarantined = set(ray.get(registry.quarantined.remote()))
+        for key, n in sorted(strikes.items()):
+            state = "quarantined for this run" if key in quarantined else "watched"
+            log.warning("%s was being decoded when a producer died (%d time(s)): %s", key, n, state)
+        if quarantined:
+            self.producer.metrics.event("quarantined", {"files": sorted(quarantined)})
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
         stats = self.producer.run(max_batches)
@@ -67,6 +79,22 @@ class ProducerActor:
 
     def stats(self) -> dict[str, Any]:
         return self.producer.stats()
+
+
+class DecodeGuard:
+    """Tells the run's registry which file this producer is decoding, so a file that kills
+    its producer (out of memory, a crashing decoder) is blamed on the restart and skipped
+    once it has done so twice. One round trip per decoded file; cache hits cost nothing."""
+
+    def __init__(self, registry: Any, worker_id: int) -> None:
+        self.registry, self.worker_id = registry, worker_id
+
+    def begin(self, key: str) -> bool:
+        """False when ``key`` is quarantined."""
+        return ray.get(self.registry.decoding.remote(self.worker_id, key))
+
+    def end(self) -> None:
+        self.registry.decoded.remote(self.worker_id)  # ordered after begin: no need to wait
 
 
 def start_producers(
