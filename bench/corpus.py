@@ -1,6 +1,11 @@
-"""Corpus indexing speed: a 10,000-file corpus scanned cold (headers read) and warm (cache hit).
+"""Corpus speed: scanning 100,000 files in the VoxCeleb2 layout (AAC .m4a) cold (every
+header read) and warm (manifest cache hit), and ``workers.prepare`` (AAC -> FLAC)
+throughput with 1 and 2 Ray workers, in one run.
 
-python bench/corpus.py [--files 10000]
+python bench/corpus.py [--files 100000] [--prepare-files 300]
+
+The corpus is hard links to real speech encoded as AAC once (the shared set when
+present, else the repository's test fixture): real headers, little disk.
 """
 
 from __future__ import annotations
@@ -15,48 +20,83 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import SHARED_SPEECH, report  # noqa: E402
+from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
 from workers.corpus import SpeakerDatabase  # noqa: E402
 
 
-def build(root: Path, n: int, per_speaker: int = 40) -> None:
-    """LibriSpeech layout of hard links to real recordings: real headers, no disk cost."""
-    sources = sorted(SHARED_SPEECH.glob("*/*.wav"))
+def sources(tmp: Path, n: int = 40) -> list[Path]:
+    """``n`` real recordings as VoxCeleb2-style AAC files."""
+    from tests.fakes import to_m4a
+
+    speech = SHARED_SPEECH if SHARED_SPEECH.exists() else ROOT / "tests" / "data" / "speech"
+    found = sorted(p for ext in ("*.wav", "*.flac") for p in speech.glob(f"*/{ext}"))
+    step = max(1, len(found) // n)
+    return [to_m4a(f, tmp / "src" / f"{i:03d}.m4a") for i, f in enumerate(found[::step][:n])]
+
+
+def build(root: Path, n: int, src: list[Path], per_video: int = 8, per_speaker: int = 40) -> None:
+    """``dev/aac/idNNNNN/<video>/NNNNN.m4a`` hard links (copies on another filesystem)."""
     for i in range(n):
         spk, utt = divmod(i, per_speaker)
-        d = root / str(1000 + spk) / str(10 * spk)
-        d.mkdir(parents=True, exist_ok=True)
-        dst = d / f"{1000 + spk}-{10 * spk}-{utt:04d}.wav"
+        video = f"v{utt // per_video:02d}-{spk:05d}xYz"
+        dst = root / "dev" / "aac" / f"id{spk:05d}" / video / f"{utt % per_video + 1:05d}.m4a"
+        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(sources[i % len(sources)], dst)
-        except OSError:  # another filesystem: copy instead
-            shutil.copy(sources[i % len(sources)], dst)
+            os.link(src[i % len(src)], dst)
+        except OSError:
+            shutil.copy(src[i % len(src)], dst)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--files", type=int, default=10_000)
+    p.add_argument("--files", type=int, default=100_000)
+    p.add_argument("--prepare-files", type=int, default=300)
     a = p.parse_args()
+    quiet_ray_env()
     with tempfile.TemporaryDirectory() as tmp:
-        root, cache = Path(tmp) / "corpus", Path(tmp) / "cache"
-        build(root, a.files)
+        tmp = Path(tmp)
+        src = sources(tmp)
+        root, cache = tmp / "VoxCeleb2", tmp / "cache"
+        build(root, a.files, src)
         t0 = time.perf_counter()
         db = SpeakerDatabase.scan(root, cache_dir=str(cache))
         cold = time.perf_counter() - t0
         t0 = time.perf_counter()
         SpeakerDatabase.scan(root, cache_dir=str(cache))
         warm = time.perf_counter() - t0
-        report(
-            {
-                "bench": "corpus",
-                "files": a.files,
-                "speakers": len(db.speakers),
-                "hours": round(sum(u.seconds for u in db.utterances) / 3600, 2),
-                "cold_scan_s": round(cold, 3),
-                "warm_scan_s": round(warm, 3),
-                "files_per_s_cold": round(a.files / cold),
-            }
+        figures = {
+            "bench": "corpus",
+            "layout": db.layout,
+            "files": a.files,
+            "speakers": len(db.speakers),
+            "hours": round(sum(u.seconds for u in db.utterances) / 3600, 2),
+            "cold_scan_s": round(cold, 3),
+            "warm_scan_s": round(warm, 3),
+            "files_per_s_cold": round(a.files / cold),
+            "files_per_s_warm": round(a.files / warm),
+        }
+        import ray
+
+        from cluster.ray_session import init_ray
+        from workers.prepare import prepare
+
+        small = tmp / "small"
+        build(small, a.prepare_files, src)
+        init_ray(num_cpus=2)
+        warm = tmp / "warm"  # start both Ray workers before timing either side
+        build(warm, 16, src)
+        prepare(warm, tmp / "warm-out", workers=2, chunk=4, progress=False)
+        for workers in (1, 2):
+            out = tmp / f"flac-{workers}"
+            r = prepare(small, out, workers=workers, chunk=8, progress=False)
+            assert r["done"] == a.prepare_files, r
+            figures[f"prepare_{workers}w_files_per_s"] = r["files_per_second"]
+            figures[f"prepare_{workers}w_audio_h_per_s"] = r["audio_hours_per_second"]
+        figures["prepare_2w_over_1w"] = round(
+            figures["prepare_2w_files_per_s"] / figures["prepare_1w_files_per_s"], 2
         )
+        ray.shutdown()
+        report(figures)
 
 
 if __name__ == "__main__":

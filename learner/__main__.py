@@ -36,7 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="demo", help="demo | smoke | base, or a YAML file")
-    p.add_argument("--data", help="corpus root (default: the embedded synthetic corpus)")
+    p.add_argument(
+        "--data",
+        action="append",
+        help="corpus: a folder (LibriSpeech, VoxCeleb 1/2, CN-Celeb, VCTK, spk/utt), a Kaldi "
+        "data folder or a .csv manifest; repeat for several corpora (default: synthetic)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -74,7 +79,7 @@ def resolve_config(a: argparse.Namespace):
     """(config without secrets, run directory, checkpoint to resume or None, Redis URL)."""
     overrides = list(a.set)
     if a.data:
-        overrides.append(f"data.path={a.data}")
+        overrides.append(f"data.path={os.pathsep.join(a.data)}")
     if a.steps:
         overrides.append(f"learner.max_steps={a.steps}")
     if a.device:

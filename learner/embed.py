@@ -4,10 +4,15 @@ Examples:
     python -m learner.embed ~/LibriSpeech/test-clean -c runs/20261124-073721-3f9a -o emb/
     python -m learner.embed a.wav b.wav -c runs/x -o emb/
 
-Writes OUT/embeddings.npy ([N, D] float32, one row per embedded file) and
-OUT/index.tsv (row, path, seconds of speech). Files that cannot be embedded
-(unreadable, no speech) are listed in OUT/skipped.tsv with the reason; the
-exit code is 2 only when nothing could be embedded.
+Each embedding is keyed by an utterance id: a file's path below the folder given,
+without its extension (``id10270/x6uYqmx31kE/00001``, the names VoxCeleb trial
+lists use), or a file given by itself, its path as given without the extension.
+Writes OUT/embeddings.npy ([N, D] float32 unit vectors), OUT/index.tsv (a header
+with the model fingerprint, then row, utterance id, path, seconds of speech) and
+the same vectors as a Kaldi archive, OUT/embeddings.ark + .scp (see
+learner/vectors.py). Files that cannot be embedded (unreadable, no speech) are
+listed in OUT/skipped.tsv with the reason; the exit code is 2 only when nothing
+could be embedded. ``python -m learner.evaluate --embeddings OUT`` scores them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from tqdm import tqdm
 
 from learner.cli import EXIT_ERROR, guarded, parser
 from learner.inference import SpeakerModel, expand_inputs
+from learner.vectors import write_embeddings
 from workers.audio import AudioError
 
 
@@ -40,6 +46,17 @@ def embed_paths(
     return emb, kept, skipped
 
 
+def inputs_with_ids(items: list[str]) -> list[tuple[Path, str]]:
+    """``(file, utterance id)`` for files and folders given on the command line."""
+    out = []
+    for item in items:
+        p = Path(item)
+        for f in expand_inputs([item]):
+            rel = f.relative_to(p).as_posix() if p.is_dir() else item
+            out.append((f, rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.embed", __doc__)
     p.add_argument("inputs", nargs="+", help="audio files and/or folders")
@@ -48,15 +65,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         model = SpeakerModel.load(a.checkpoint)
-        paths = expand_inputs(a.inputs)
-        if not paths:
+        found = inputs_with_ids(a.inputs)
+        if not found:
             print("error: no audio files in the inputs", file=sys.stderr)
             return EXIT_ERROR
-        emb, kept, skipped = embed_paths(model, paths, progress=sys.stderr.isatty())
+        ids = dict(found)
+        if len(set(ids.values())) != len(ids):
+            print("error: two inputs give the same utterance id", file=sys.stderr)
+            return EXIT_ERROR
+        emb, kept, skipped = embed_paths(model, list(ids), progress=sys.stderr.isatty())
         out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / "embeddings.npy", emb)
-        (out / "index.tsv").write_text("".join(f"{i}\t{p}\t{s}\n" for i, (p, s) in enumerate(kept)))
+        write_embeddings(
+            out,
+            [ids[p] for p, _ in kept],
+            emb,
+            model.fingerprint,
+            [str(p) for p, _ in kept],
+            [s for _, s in kept],
+        )
         (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
         print(
             f"embedded {len(kept)} file(s) into {out}/embeddings.npy"

@@ -1,15 +1,21 @@
 """Evaluate a checkpoint on a corpus: EER, minDCF, threshold, DET curve, score histogram.
 
 Examples:
-    python -m learner.evaluate --data ~/vox1_test -c runs/x -o eval/ --trials veri_test.txt
+    python -m learner.evaluate --root ~/VoxCeleb1/wav -c runs/x -o eval/ --trials veri_test2.txt
+    python -m learner.evaluate --embeddings emb/ --trials veri_test2.txt -o eval/
     python -m learner.evaluate --data ../shared/data/speech -c runs/x -o eval/ --n-trials 5000
     python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm COHORT_DIR
     python -m learner.evaluate --data DIR -o eval/ --baseline mfcc     # no checkpoint needed
 
-Trials come from a VoxCeleb-style list (``label path1 path2`` per line, paths
-relative to --data) or are generated from the corpus (all target pairs up to
-half of --n-trials, the rest sampled non-target pairs, seeded). Writes
-OUT/summary.json, OUT/det.png, OUT/scores.png and OUT/scores.tsv. With
+Trials come from a list or are generated from the corpus (all target pairs up to
+half of --n-trials, the rest sampled non-target pairs, seeded). Lists in the
+official VoxCeleb format (``1 id10270/x6uYqmx31kE/00001.wav id10273/...``: Vox1-O,
+-E, -H) and Kaldi trials (``enrol test target|nontarget``) are read, their names
+resolved against --data (a path below it, with or without the extension, or an
+utterance id); a trial whose file is missing is skipped and counted. With
+``--embeddings`` saved vectors are scored instead (no audio, no model needed).
+Writes OUT/summary.json, OUT/det.png, OUT/scores.png and OUT/scores.txt
+(``enrol test score target|nontarget`` per trial). With
 ``--baseline mfcc`` the same trials are also scored with a classical baseline
 (mean and standard deviation of 20 MFCCs, cosine), so every report shows how far
 the trained model is above the simplest thing that works.
@@ -28,7 +34,8 @@ from learner.baseline import mfcc_embedding
 from learner.cli import EXIT_ERROR, guarded
 from learner.embedding import embed_files
 from learner.scoring import as_norm, error_rates, score_trials, summarize
-from learner.trials import generate_trials, read_trials
+from learner.trials import Names, TrialList, generate_trials, read_trials
+from learner.vectors import read_embeddings
 from workers.corpus import SpeakerDatabase
 
 
@@ -74,65 +81,59 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True, help="corpus root (any supported layout)")
+    p.add_argument(
+        "--data", "--root", dest="data", help="corpus root the trial list's paths are under"
+    )
     p.add_argument("--checkpoint", "-c", help="checkpoint or run folder")
+    p.add_argument(
+        "--embeddings",
+        metavar="DIR|SCP",
+        help="score saved embeddings (python -m learner.embed output, or a Kaldi .scp/.ark) "
+        "instead of embedding audio",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--trials", help="trial list: 'label path1 path2' per line")
+    p.add_argument(
+        "--trials",
+        help="trial list: VoxCeleb ('1 a.wav b.wav') or Kaldi ('a b target|nontarget')",
+    )
     p.add_argument("--n-trials", type=int, default=5000, help="trials to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", choices=["mfcc"], help="also score the classical baseline")
     p.add_argument("--asnorm", metavar="COHORT_DIR", help="AS-Norm with this cohort's files")
     a = p.parse_args(argv)
-    if not a.checkpoint and not a.baseline:
+    if a.embeddings:
+        if a.baseline or a.asnorm:
+            p.error("--baseline and --asnorm need audio: give --data, not --embeddings")
+        if not a.trials:
+            p.error("--embeddings needs --trials (saved vectors carry no speaker labels)")
+    elif not a.data:
+        p.error("give --data (a corpus) or --embeddings (saved vectors)")
+    elif not a.checkpoint and not a.baseline:
         p.error("give --checkpoint, --baseline mfcc, or both")
 
     def body() -> int:
-        from cluster.config import FeatureConfig
-
-        model = None
-        if a.checkpoint:
-            from learner.inference import SpeakerModel, expand_inputs
-
-            model = SpeakerModel.load(a.checkpoint)
-        feature_cfg = model.cfg.features if model else FeatureConfig()
-        db = SpeakerDatabase.scan(a.data)
-        trials = read_trials(a.trials, db) if a.trials else generate_trials(db, a.n_trials, a.seed)
-        used = sorted({i for t in trials for i in t[1:]})
-        results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        summary: dict = {
-            "data": str(db.root),
-            "trials": len(trials),
-            "targets": int(sum(t[0] for t in trials)),
-        }
-        systems = ([("model", None)] if model else []) + ([("mfcc", "mfcc")] if a.baseline else [])
-        paths = [db.abspath(i) for i in range(len(db.utterances))]
-        for name, kind in systems:
-            embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else model.embed_file
-            emb, ok = embed_files(paths, embed_file, used)
-            kept = [t for t in trials if ok[t[1]] and ok[t[2]]]
-            if not kept:
-                raise ValueError(
-                    f"{name}: every one of the {len(trials)} trials was skipped: none of their "
-                    "files could be embedded (see the warnings above)"
-                )
-            scores, labels = score_trials(emb, kept)
-            if kind is None and a.asnorm:
-                cohort_files = expand_inputs([a.asnorm])
-                cohort = np.stack([model.embed_file(f) for f in cohort_files])
-                scores = as_norm(scores, emb, kept, cohort)
-                summary["asnorm_cohort"] = len(cohort_files)
-            results[name] = (scores, labels)
-            summary[name] = summarize(scores, labels).as_dict()
-            summary[name]["skipped_trials"] = len(trials) - len(kept)
+        if a.embeddings:
+            results, summary, names = _from_embeddings(a)
+        else:
+            results, summary, names = _from_audio(a)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         plots(out, results)
         first = next(iter(results))
-        s, lab = results[first]
-        (out / "scores.tsv").write_text(
-            "".join(f"{int(x)}\t{y:.5f}\n" for x, y in zip(lab, s, strict=True))
+        scores, labels = results[first]
+        kind = ("nontarget", "target")
+        (out / "scores.txt").write_text(
+            "".join(
+                f"{x} {y} {s:.5f} {kind[int(lab)]}\n"
+                for (x, y), s, lab in zip(names[first], scores, labels, strict=True)
+            )
         )
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if summary.get("missing_trials"):
+            print(
+                f"skipped {summary['missing_trials']} trial(s) whose file is not in the corpus "
+                f"(e.g. {summary['missing_example']})"
+            )
         for name in results:
             r = summary[name]
             print(
@@ -140,10 +141,92 @@ def main(argv: list[str] | None = None) -> int:
                 f"minDCF(0.05) {r['min_dcf_05']:.3f}  threshold {r['threshold']:.3f}  "
                 f"({r['trials']} trials, {r['targets']} target)"
             )
-        print(f"wrote {out}/summary.json, det.png, scores.png")
+        print(f"wrote {out}/summary.json, scores.txt, det.png, scores.png")
         return 0 if results else EXIT_ERROR
 
     return guarded(body)
+
+
+Results = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _listed(path: str, names: Names, summary: dict) -> TrialList:
+    listed = read_trials(path, names)
+    summary.update(missing_trials=listed.missing, missing_example=listed.example)
+    if not listed.trials:
+        raise ValueError(
+            f"{path}: none of its {listed.missing} trial(s) name a file that is here "
+            f"(e.g. {listed.example}); is --data the folder the list's paths are under?"
+        )
+    return listed
+
+
+def _from_embeddings(a: argparse.Namespace) -> tuple[Results, dict, dict]:
+    keys, emb, fingerprint = read_embeddings(a.embeddings)
+    if a.checkpoint:
+        from learner.inference import SpeakerModel
+
+        model = SpeakerModel.load(a.checkpoint).fingerprint
+        if fingerprint and fingerprint != model:
+            raise ValueError(
+                f"{a.embeddings} was embedded with model {fingerprint}, not {model} "
+                f"({a.checkpoint}): scores of different models are not comparable"
+            )
+    summary: dict = {"embeddings": str(a.embeddings), "model": fingerprint}
+    listed = _listed(a.trials, Names([[k] for k in keys]), summary)
+    scores, labels = score_trials(emb, listed.trials)
+    summary.update(trials=len(listed.trials), targets=int(labels.sum()))
+    summary["embeddings_scored"] = summarize(scores, labels).as_dict()
+    return {"embeddings_scored": (scores, labels)}, summary, {"embeddings_scored": listed.names}
+
+
+def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
+    from cluster.config import FeatureConfig
+
+    model = None
+    if a.checkpoint:
+        from learner.inference import SpeakerModel
+
+        model = SpeakerModel.load(a.checkpoint)
+    feature_cfg = model.cfg.features if model else FeatureConfig()
+    db = SpeakerDatabase.scan(a.data)
+    summary: dict = {"data": str(db.root)}
+    if a.trials:
+        listed = _listed(a.trials, Names([[u.path, u.utt_id] for u in db.utterances]), summary)
+        trials, trial_names = listed.trials, listed.names
+    else:
+        trials = generate_trials(db, a.n_trials, a.seed)
+        ids = [u.utt_id for u in db.utterances]
+        trial_names = [(ids[i], ids[j]) for _, i, j in trials]
+    summary.update(trials=len(trials), targets=int(sum(t[0] for t in trials)))
+    used = sorted({i for t in trials for i in t[1:]})
+    results: Results = {}
+    names: dict[str, list[tuple[str, str]]] = {}
+    systems = ([("model", None)] if model else []) + ([("mfcc", "mfcc")] if a.baseline else [])
+    paths = [db.abspath(i) for i in range(len(db.utterances))]
+    for name, kind in systems:
+        embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else model.embed_file
+        emb, ok = embed_files(paths, embed_file, used)
+        keep = [k for k, t in enumerate(trials) if ok[t[1]] and ok[t[2]]]
+        if not keep:
+            raise ValueError(
+                f"{name}: every one of the {len(trials)} trials was skipped: none of their "
+                "files could be embedded (see the warnings above)"
+            )
+        kept = [trials[k] for k in keep]
+        scores, labels = score_trials(emb, kept)
+        if kind is None and a.asnorm:
+            from learner.inference import expand_inputs
+
+            cohort_files = expand_inputs([a.asnorm])
+            cohort = np.stack([model.embed_file(f) for f in cohort_files])
+            scores = as_norm(scores, emb, kept, cohort)
+            summary["asnorm_cohort"] = len(cohort_files)
+        results[name] = (scores, labels)
+        names[name] = [trial_names[k] for k in keep]
+        summary[name] = summarize(scores, labels).as_dict()
+        summary[name]["skipped_trials"] = len(trials) - len(kept)
+    return results, summary, names
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 generated with a fixed seed or read from a list file.
 
     trials = generate_trials(db, 5000, seed=0)
-    trials = read_trials("veri_test.txt", db)        # 'label path1 path2' per line
+    listed = read_trials("veri_test.txt", Names(...))  # VoxCeleb or Kaldi trial lists
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,18 +39,71 @@ def generate_trials(db: SpeakerDatabase, n_trials: int, seed: int = 0) -> list[T
     return targets + sorted(nontargets)
 
 
-def read_trials(path: str | Path, db: SpeakerDatabase) -> list[Trial]:
-    """A trial list, ``label path1 path2`` per line with paths relative to the corpus root."""
-    index = {u.path: i for i, u in enumerate(db.utterances)}
-    out = []
+class Names:
+    """Resolves the names a trial list uses to item indices: a corpus path, the same path
+    below a folder above it (VoxCeleb1 lists are relative to ``wav/``), with or without the
+    extension, or an utterance id (Kaldi)."""
+
+    def __init__(self, names: list[list[str]]) -> None:
+        self.index: dict[str, int] = {}
+        ambiguous: set[str] = set()
+        for i, aliases in enumerate(names):
+            for name in aliases:
+                parts = Path(name).parts
+                for k in range(len(parts)):  # the path and each shorter tail of it
+                    tail = "/".join(parts[k:])
+                    for key in {tail, tail.rsplit(".", 1)[0] if "." in parts[-1] else tail}:
+                        if self.index.setdefault(key, i) != i:
+                            ambiguous.add(key)
+        for key in ambiguous:  # a bare "00001.wav" names many files: never guess
+            del self.index[key]
+
+    def find(self, name: str) -> int | None:
+        name = name.strip("/").replace("\\", "/")
+        found = self.index.get(name)
+        if found is None and "." in Path(name).name:
+            found = self.index.get(name.rsplit(".", 1)[0])
+        return found
+
+
+@dataclass
+class TrialList:
+    trials: list[Trial]
+    names: list[tuple[str, str]]  # each trial's two names as the list writes them
+    missing: int = 0  # trials skipped because a file is not in the corpus
+    example: str = ""  # one missing name, for the message
+
+
+KALDI_LABELS = {"target": 1, "nontarget": 0}
+
+
+def read_trials(path: str | Path, names: Names) -> TrialList:
+    """A trial list in either common format, one trial per line:
+
+    - VoxCeleb (Vox1-O, -E, -H): ``1 id10270/x6uYqmx31kE/00001.wav id10273/8cfyJEV7hP8/00001.wav``
+    - Kaldi: ``<enrol> <test> target|nontarget`` (utterance ids or paths)
+
+    A trial naming a file the corpus does not have is skipped and counted, not fatal.
+    """
+    out = TrialList([], [])
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
         parts = line.split()
-        if len(parts) != 3 or parts[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{n}: expected 'label path1 path2', got {line!r}")
-        missing = [p for p in parts[1:] if p not in index]
-        if missing:
-            raise ValueError(f"{path}:{n}: {missing[0]} is not a usable file under {db.root}")
-        out.append((int(parts[0]), index[parts[1]], index[parts[2]]))
+        if not parts:
+            continue
+        if len(parts) == 3 and parts[0] in ("0", "1"):
+            label, a, b = int(parts[0]), parts[1], parts[2]
+        elif len(parts) == 3 and parts[2] in KALDI_LABELS:
+            label, a, b = KALDI_LABELS[parts[2]], parts[0], parts[1]
+        else:
+            raise ValueError(
+                f"{path}:{n}: expected '1|0 <enrol> <test>' (VoxCeleb) or "
+                f"'<enrol> <test> target|nontarget' (Kaldi), got {line!r}"
+            )
+        i, j = names.find(a), names.find(b)
+        if i is None or j is None:
+            out.missing += 1
+            out.example = out.example or (a if i is None else b)
+            continue
+        out.trials.append((label, i, j))
+        out.names.append((a, b))
     return out

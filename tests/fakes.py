@@ -47,7 +47,8 @@ def write_bad_files(folder: Path) -> dict[str, Path]:
         "empty": folder / "empty.wav",
         "silent": folder / "silent.wav",
         "too_short": folder / "short.wav",
-        "unsupported": folder / "voice.m4a",
+        "unsupported": folder / "tune.mid",
+        "bad_m4a": folder / "voice.m4a",
         "not_audio": folder / "notes.txt",
         "fake_audio": folder / "text.flac",
     }
@@ -56,7 +57,23 @@ def write_bad_files(folder: Path) -> dict[str, Path]:
     files["empty"].write_bytes(b"")
     sf.write(files["silent"], np.zeros(32000, dtype=np.float32), 16000)
     sf.write(files["too_short"], np.zeros(1600, dtype=np.float32) + 0.1, 16000)
-    files["unsupported"].write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)
+    files["unsupported"].write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60")
+    files["bad_m4a"].write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)
     files["not_audio"].write_text("transcript of nothing\n")
     files["fake_audio"].write_text("this is text pretending to be flac\n" * 20)
     return files
+
+
+def to_m4a(src: Path, dst: Path) -> Path:
+    """AAC in an MP4 container, as VoxCeleb2 ships it (encoded by FFmpeg through PyAV)."""
+    import av
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    x, sr = sf.read(src, dtype="float32")
+    with av.open(str(dst), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=sr, layout="mono")
+        frame = av.AudioFrame.from_ndarray(x[None, :], format="fltp", layout="mono")
+        frame.sample_rate = sr
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return dst

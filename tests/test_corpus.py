@@ -52,7 +52,9 @@ def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
     db = SpeakerDatabase.scan(tmp_path, min_seconds=0.5)
     rel = {k: os.path.relpath(v, tmp_path) for k, v in bad.items()}
     assert db.skipped["empty"] == [rel["empty"]]
-    assert sorted(db.skipped["unreadable"]) == sorted([rel["corrupt"], rel["fake_audio"]])
+    assert sorted(db.skipped["unreadable"]) == sorted(
+        [rel["corrupt"], rel["fake_audio"], rel["bad_m4a"]]
+    )
     assert db.skipped["too_short"] == [rel["too_short"]]
     assert db.skipped["truncated"] == [rel["truncated"]]
     assert db.skipped["unsupported"] == [rel["unsupported"]]
@@ -65,7 +67,8 @@ def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
         rel["silent"],
     }
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    for kind in ("empty", "corrupt", "fake_audio", "too_short", "truncated", "unsupported"):
+    kinds = ("empty", "corrupt", "fake_audio", "bad_m4a", "too_short", "truncated", "unsupported")
+    for kind in kinds:
         assert sum(rel[kind] in w for w in warned) == 1, kind
 
 

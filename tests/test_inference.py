@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,14 @@ def trained(tmp_path_factory, speech_subset):
 
 
 def files(root: Path, speaker: str, n: int = 2) -> list[str]:
-    return [str(p) for p in sorted((root / speaker).glob("*.wav"))[:n]]
+    return [str(p) for p in sorted((root / speaker).glob("*.flac"))[:n]]
+
+
+def read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``enrol test score target|nontarget`` lines -> (labels, scores)."""
+    rows = [line.split() for line in path.read_text().splitlines()]
+    assert rows and all(len(r) == 4 and r[3] in ("target", "nontarget") for r in rows)
+    return np.array([r[3] == "target" for r in rows], float), np.array([float(r[2]) for r in rows])
 
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -61,8 +69,8 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_verify_decision_follows_score_and_threshold(trained, speech_subset):
-    a, b = files(speech_subset, "fsdd_jackson")
-    c = files(speech_subset, "arctic_aew", 1)[0]
+    a, b = files(speech_subset, "libri_1081")
+    c = files(speech_subset, "libri_2182", 1)[0]
     from learner.verify import main
 
     for x, y in ((a, b), (a, c)):
@@ -80,7 +88,7 @@ def test_verify_decision_follows_score_and_threshold(trained, speech_subset):
 def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speech_subset):
     from learner.verify import main
 
-    good = files(speech_subset, "fsdd_jackson", 1)[0]
+    good = files(speech_subset, "libri_1081", 1)[0]
     (tmp_path / "text.wav").write_text("not audio at all")
     (tmp_path / "empty.wav").write_bytes(b"")
     sf.write(tmp_path / "silence.wav", np.zeros(32000, "float32"), 16000)
@@ -115,14 +123,15 @@ def test_embed_writes_rows_and_lists_skipped(trained, speech_subset, tmp_path):
 
     src = tmp_path / "in"
     src.mkdir()
-    for f in files(speech_subset, "remy_philippe", 3):
+    for f in files(speech_subset, "libri_3259", 3):
         (src / Path(f).name).symlink_to(f)
     sf.write(src / "zz_silence.wav", np.zeros(16000, "float32"), 16000)
     assert main([str(src), "-c", str(trained), "-o", str(tmp_path / "out")]) == 0
     emb = np.load(tmp_path / "out" / "embeddings.npy")
     assert emb.shape == (3, 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
-    assert len((tmp_path / "out" / "index.tsv").read_text().splitlines()) == 3
+    index = (tmp_path / "out" / "index.tsv").read_text().splitlines()
+    assert index[0].startswith("# voice-embeddings model=") and len(index) == 2 + 3
     assert "zz_silence.wav" in (tmp_path / "out" / "skipped.tsv").read_text()
 
 
@@ -131,17 +140,15 @@ def test_enroll_and_identify(trained, speech_subset, tmp_path, capsys):
     from learner.identify import main as identify
 
     store = str(tmp_path / "team.json")
-    probe = files(speech_subset, "arctic_axb", 1)[0]
+    probe = files(speech_subset, "libri_4406", 1)[0]
     assert (
         enroll(
-            ["jackson", *files(speech_subset, "fsdd_jackson"), "-c", str(trained), "--store", store]
+            ["jackson", *files(speech_subset, "libri_1081"), "-c", str(trained), "--store", store]
         )
         == 0
     )
     assert (
-        enroll(
-            ["remy", *files(speech_subset, "remy_philippe"), "-c", str(trained), "--store", store]
-        )
+        enroll(["remy", *files(speech_subset, "libri_3259"), "-c", str(trained), "--store", store])
         == 0
     )
     assert enroll(["axb", probe, "-c", str(trained), "--store", store]) == 0
@@ -171,8 +178,7 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     out = tmp_path / "eval"
     assert evaluate(trained, speech_subset, out, "--baseline", "mfcc") == 0
     summary = json.loads((out / "summary.json").read_text())
-    rows = np.loadtxt(out / "scores.tsv")
-    labels, scores = rows[:, 0], rows[:, 1]
+    labels, scores = read_scores(out / "scores.txt")
     fpr, tpr, _ = roc_curve(labels, scores)
     fnr = 1 - tpr
     i = np.nanargmin(np.abs(fnr - fpr))
@@ -189,7 +195,7 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     s2 = json.loads((normed / "summary.json").read_text())
     assert s2["asnorm_cohort"] == len(list(cohort.iterdir()))
     assert s2["model"]["trials"] == summary["model"]["trials"]
-    assert not np.allclose(np.loadtxt(normed / "scores.tsv")[:, 1], scores)
+    assert not np.allclose(read_scores(normed / "scores.txt")[1], scores)
 
 
 def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
@@ -197,7 +203,7 @@ def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
 
     assert main(["-c", str(trained), "-o", str(tmp_path / "exp")]) == 0
     model = SpeakerModel.load(trained)
-    feats = model.features(files(speech_subset, "fsdd_nicolas", 1)[0])[:100][None]
+    feats = model.features(files(speech_subset, "libri_6019", 1)[0])[:100][None]
     np.save(tmp_path / "x.npy", feats.astype("float32"))
     want = np.asarray(model.model(feats, training=False))
     code = f"""
@@ -231,7 +237,7 @@ def test_concurrent_enrols_all_land_and_other_models_are_refused(
     from learner.identify import main as identify
 
     store = tmp_path / "team.json"
-    people = {"jackson": "fsdd_jackson", "remy": "remy_philippe", "axb": "arctic_axb"}
+    people = {"jackson": "libri_1081", "remy": "libri_3259", "axb": "libri_4406"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "learner.enroll", name, *files(speech_subset, folder)]
@@ -251,13 +257,12 @@ def test_concurrent_enrols_all_land_and_other_models_are_refused(
     # The same features, other weights: a checkpoint of another model is refused.
     other = tmp_path / "other" / "checkpoints"
     best = CheckpointManager(trained / "checkpoints").best()
-    import shutil
 
     shutil.copytree(best.path, other / best.path.name)
     with np.load(other / best.path.name / "weights.npz") as w:
         changed = {k: w[k] + np.float32(0.01) for k in w.files}
     np.savez(other / best.path.name / "weights.npz", **changed)
-    probe = files(speech_subset, "arctic_axb", 1)[0]
+    probe = files(speech_subset, "libri_4406", 1)[0]
     capsys.readouterr()
     assert identify([probe, "-c", str(other / best.path.name), "--store", str(store)]) == 2
     assert "enrolled with model" in capsys.readouterr().err
@@ -283,3 +288,72 @@ def test_evaluate_with_every_trial_skipped_says_so(trained, tmp_path, capsys):
     assert evaluate(trained, data, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert "every one of the" in err and "trials was skipped" in err
+
+
+def test_trial_lists_embeddings_by_utterance_id_and_scoring_saved_vectors(
+    trained, speech_subset, tmp_path, capsys
+):
+    """VoxCeleb-style corpus and official-format trial lists (VoxCeleb and Kaldi), embeddings
+    keyed by utterance id in .npy and Kaldi ark/scp, scored again without re-embedding."""
+    import kaldiio
+
+    from learner.embed import main as embed
+
+    vox = tmp_path / "VoxCeleb1" / "wav"
+    speakers = ["libri_103", "libri_1034", "libri_1040"]
+    for s, name in enumerate(speakers):
+        for u, f in enumerate(files(speech_subset, name, 3)):
+            link = vox / f"id1{s:04d}" / f"video{u % 2}" / f"{u + 1:05d}.flac"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(f)
+    vox_list = tmp_path / "veri_test.txt"
+    vox_list.write_text(
+        "1 id10000/video0/00001.flac id10000/video1/00002.flac\n"
+        "0 id10000/video0/00001.flac id10001/video0/00001.flac\n"
+        "1 id10001/video0/00001.flac id10001/video0/00003.flac\n"
+        "0 id10002/video1/00002.flac id10001/video1/00002.flac\n"
+        "1 id10009/video0/00001.flac id10009/video0/00002.flac\n"  # not in this corpus
+    )
+    out = tmp_path / "ev"
+    # --root one level above the list's paths (the unpacked VoxCeleb1 folder): still resolved
+    assert evaluate(trained, vox.parent, out, "--trials", str(vox_list)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == 4 and summary["missing_trials"] == 1
+    assert "skipped 1 trial(s)" in capsys.readouterr().out
+    lines = (out / "scores.txt").read_text().splitlines()
+    assert lines[0].split()[:2] == ["id10000/video0/00001.flac", "id10000/video1/00002.flac"]
+    assert [line.split()[3] for line in lines] == ["target", "nontarget", "target", "nontarget"]
+
+    emb_dir = tmp_path / "emb"
+    assert embed([str(vox), "-c", str(trained), "-o", str(emb_dir)]) == 0
+    ark = dict(kaldiio.load_scp(str(emb_dir / "embeddings.scp")))
+    assert "id10000/video0/00001" in ark and len(ark) == 9
+    npy = np.load(emb_dir / "embeddings.npy")
+    rows = [r.split("\t") for r in (emb_dir / "index.tsv").read_text().splitlines()[2:]]
+    np.testing.assert_allclose(ark[rows[0][1]], npy[0])
+
+    kaldi_list = tmp_path / "trials"
+    kaldi_list.write_text(
+        "\n".join(
+            f"{a.rsplit('.', 1)[0]} {b.rsplit('.', 1)[0]} {'target' if lab == '1' else 'nontarget'}"
+            for lab, a, b in (line.split() for line in vox_list.read_text().splitlines())
+        )
+    )
+    for source in (emb_dir, emb_dir / "embeddings.scp"):
+        again = tmp_path / f"saved-{source.name}"
+        assert evaluate_main(["--embeddings", str(source), "--trials", str(kaldi_list),
+                              "-o", str(again)]) == 0  # fmt: skip
+        saved = json.loads((again / "summary.json").read_text())
+        assert saved["trials"] == 4 and saved["missing_trials"] == 1
+        # the same vectors, the same scores as embedding the audio again
+        np.testing.assert_allclose(
+            read_scores(again / "scores.txt")[1], read_scores(out / "scores.txt")[1], atol=2e-4
+        )
+    other = tmp_path / "other-model"
+    shutil.copytree(emb_dir, other)
+    index = other / "index.tsv"
+    index.write_text(index.read_text().replace("model=", "model=0000", 1))
+    capsys.readouterr()
+    assert evaluate_main(["--embeddings", str(other), "--trials", str(kaldi_list),
+                          "-c", str(trained), "-o", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "not comparable" in capsys.readouterr().err

@@ -245,3 +245,44 @@ def test_a_file_that_kills_its_producer_twice_is_quarantined(ray_session, tmp_pa
     assert ray.get(registry.quarantined.remote()) == [killer]
     assert ray.get(producer.stats.remote())["rejected"] == {"quarantined": 1}
     stop_producers("t-killer")
+
+
+def test_prepare_converts_voxceleb2_aac_to_flac_resumably(ray_session, speech_subset, tmp_path):
+    from tests.fakes import to_m4a
+    from workers.prepare import main as prepare_main
+    from workers.prepare import plan, prepare
+
+    src = tmp_path / "VoxCeleb2" / "dev" / "aac"
+    speakers = sorted(d for d in speech_subset.iterdir() if d.is_dir())[:3]
+    for s, folder in enumerate(speakers):
+        for u, f in enumerate(sorted(folder.glob("*.flac"))):
+            to_m4a(f, src / f"id0{s:04d}" / "vid-x_1" / f"{u + 1:05d}.m4a")
+    broken = src / "id00000" / "vid-x_1" / "00009.m4a"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)
+    out = tmp_path / "flac"
+    first = prepare(src.parents[1], out, workers=2, progress=False)
+    assert first["files"] == 10 and first["done"] == 9 and first["failed"] == 1
+    assert "00009.m4a" in (out / "prepare-skipped.tsv").read_text()
+    converted = SpeakerDatabase.scan(out, use_cache=False)
+    original = SpeakerDatabase.scan(src.parents[1], use_cache=False)
+    assert converted.layout == "voxceleb" and converted.speakers == [
+        "id00000",
+        "id00001",
+        "id00002",
+    ]
+    assert [u.path for u in converted.utterances][0] == "dev/aac/id00000/vid-x_1/00001.flac"
+    assert sf_info_rate(converted) == {16000}
+    for a, b in zip(converted.utterances, original.utterances, strict=True):
+        assert abs(a.seconds - b.seconds) < 0.1
+
+    # A run killed part way: a removed output and a stale temporary file; the rest is kept.
+    (out / converted.utterances[0].path).unlink()
+    (out / "dev/aac/id00001/vid-x_1/.00001.flac.123.tmp").write_bytes(b"half")
+    again = prepare(src.parents[1], out, workers=1, progress=False)
+    assert again["already"] == 8 and again["done"] == 1 and again["failed"] == 1
+    assert len(plan(src.parents[1], out)) == 10
+    assert prepare_main([str(tmp_path / "nothing-here"), str(out)]) == 2
+
+
+def sf_info_rate(db) -> set[int]:
+    return {u.sample_rate for u in db.utterances}

@@ -4,10 +4,15 @@ Each stage is a small pure function: ``load_audio`` (path -> float32 mono at the
 target rate) and ``remove_silence`` (signal -> signal with non-speech frames
 removed, at the ends and inside). ``AudioError`` subclasses say why a file was
 refused, so the corpus can count each reason.
+
+Two decoders: libsndfile (``soundfile``: WAV, FLAC, MP3, Ogg/Opus, AIFF, AU, NIST
+SPHERE, ...) and FFmpeg through PyAV for what libsndfile does not read: AAC/M4A
+(VoxCeleb2), MP4, WebM, WMA, AMR. ``audio_info`` reads only headers.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +20,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+SOUNDFILE_EXTENSIONS = (
+    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".aifc", ".au", ".snd", ".sph",
+    ".nist", ".caf", ".w64", ".rf64",
+)  # fmt: skip
+FFMPEG_EXTENSIONS = (
+    ".m4a", ".aac", ".mp4", ".webm", ".wma", ".amr", ".mka", ".ape", ".wv", ".tta",
+)  # fmt: skip
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 
 
 class AudioError(Exception):
@@ -44,8 +56,80 @@ class TooShort(AudioError):
     reason = "too_short"
 
 
+def _ffmpeg(path: str | Path) -> bool:
+    return str(path).lower().endswith(FFMPEG_EXTENSIONS)
+
+
+def audio_info(path: str | Path) -> tuple[int, int]:
+    """``(frames, sample_rate)`` from the file's header, without decoding; an
+    :class:`AudioError` when there is no readable audio."""
+    if _ffmpeg(path):
+        frames, sr = _av_info(path)
+    else:
+        try:
+            info = sf.info(str(path))
+        except Exception as exc:  # soundfile raises several types for bad files
+            raise UnreadableAudio(path, f"cannot read the header ({exc})") from None
+        frames, sr = int(info.frames), int(info.samplerate)
+    if frames <= 0 or sr <= 0:
+        raise EmptyAudio(path, "no samples")
+    return frames, sr
+
+
+def _av_info(path: str | Path) -> tuple[int, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise UnreadableAudio(path, "no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                seconds = (container.duration or 0) / 1e6
+            return int(round(seconds * stream.rate)), int(stream.rate)
+    except av.error.FFmpegError as exc:
+        raise UnreadableAudio(path, f"cannot read the header ({exc})") from None
+
+
+def _av_blocks(path: str | Path, sample_rate: int, seconds: float) -> Iterator[np.ndarray]:
+    """FFmpeg decodes, down-mixes and resamples (swresample); blocks of about ``seconds``."""
+    import av
+
+    want = max(1, int(seconds * sample_rate))
+    parts: list[np.ndarray] = []
+    have = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise UnreadableAudio(path, "no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
+                for out in resampler.resample(frame):
+                    part = out.to_ndarray().reshape(-1)
+                    parts.append(part)
+                    have += len(part)
+                if have >= want:
+                    yield np.concatenate(parts)
+                    parts, have = [], 0
+    except av.error.FFmpegError as exc:
+        raise UnreadableAudio(path, f"cannot decode audio ({exc})") from None
+    if parts:
+        yield np.concatenate(parts)
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Decode ``path`` to float32 mono at ``sample_rate``; raise an :class:`AudioError`."""
+    if _ffmpeg(path):
+        blocks = list(_av_blocks(path, sample_rate, 3600.0))
+        signal = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+        if signal.size == 0:
+            raise EmptyAudio(path, "no samples")
+        if not np.isfinite(signal).all():
+            raise UnreadableAudio(path, "samples contain NaN or infinity")
+        return np.ascontiguousarray(signal, dtype=np.float32)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad files
@@ -66,6 +150,12 @@ def audio_blocks(
     """``load_audio`` for long files: float32 mono blocks of about ``seconds`` at
     ``sample_rate``, decoded and resampled as a stream, so memory stays bounded by the block,
     not by the file (an hour of 48 kHz stereo is over 2 GB as one float array)."""
+    if _ffmpeg(path):
+        for block in _av_blocks(path, sample_rate, seconds):
+            if not np.isfinite(block).all():
+                raise UnreadableAudio(path, "samples contain NaN or infinity")
+            yield block
+        return
     try:
         fh = sf.SoundFile(str(path))
     except Exception as exc:  # soundfile raises several types for bad files

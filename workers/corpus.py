@@ -11,6 +11,7 @@ cannot be used are skipped with one warning each and counted by reason in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,15 +19,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
-
 from cluster.files import atomic_write_text
-from workers.audio import AUDIO_EXTENSIONS
-from workers.layouts import LAYOUTS, detect_layout, speaker_of, walk
+from workers.audio import AudioError, audio_info
+from workers.layouts import detect_layout  # noqa: F401 - re-exported for callers
+from workers.listings import ListingError, list_root, utterance_id
 
 log = logging.getLogger(__name__)
 
-UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".opus", ".amr", ".mp4", ".webm", ".aiff", ".au")
 MANIFEST_VERSION = 1
 
 
@@ -42,6 +41,11 @@ class Utterance:
     sample_rate: int
     size: int = 0  # bytes and mtime when scanned: which version of the file this is
     mtime_ns: int = 0
+    utt: str = ""  # the corpus's utterance id (Kaldi); else derived from the path
+
+    @property
+    def utt_id(self) -> str:
+        return self.utt or utterance_id(self.path)
 
 
 def default_cache_root(cache_dir: str = "") -> Path:
@@ -84,12 +88,9 @@ def _probe(path: Path, size: int) -> tuple[int, int] | str:
     if path.suffix.lower() == ".wav" and wav_is_truncated(path, size):
         return "truncated"
     try:
-        info = sf.info(str(path))
-    except Exception:
-        return "unreadable"
-    if info.frames <= 0 or info.samplerate <= 0:
-        return "empty"
-    return int(info.frames), int(info.samplerate)
+        return audio_info(path)
+    except AudioError as exc:
+        return exc.reason
 
 
 @dataclass
@@ -115,48 +116,40 @@ class SpeakerDatabase:
         min_seconds: float = 0.5,
         cache_dir: str = "",
         use_cache: bool = True,
+        mic: str = "mic1",
     ) -> SpeakerDatabase:
+        """Scan a corpus root (see :mod:`workers.listings`); several roots joined by
+        ``os.pathsep`` (``a:b``) make one database whose speakers are kept apart by corpus."""
+        roots = [r for r in str(root).split(os.pathsep) if r]
+        if len(roots) > 1:
+            return cls.merge(
+                [cls.scan(r, layout, min_seconds, cache_dir, use_cache, mic) for r in roots]
+            )
         root = Path(root).expanduser().resolve()
         if not root.exists():
             raise CorpusError(f"corpus root {root} does not exist")
-        if not root.is_dir():
-            raise CorpusError(f"corpus root {root} is not a directory")
-        files = walk(root)
-        audio = [(p, st) for p, st in files if p.lower().endswith(AUDIO_EXTENSIONS)]
-        if not audio:
-            raise CorpusError(
-                f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {root}; "
-                f"found {len(files)} other file(s)"
-            )
-        if layout == "auto":
-            layout = detect_layout([p for p, _ in audio])
-        elif layout not in LAYOUTS:
-            raise CorpusError(f"unknown layout {layout!r}; one of {', '.join(LAYOUTS)}")
-
+        try:
+            listing = list_root(root, layout, mic)
+        except ListingError as exc:
+            raise CorpusError(str(exc)) from None
         cache_file = default_cache_root(cache_dir) / "manifests" / f"{corpus_key(root)}.json"
         cached = _read_manifest_cache(cache_file) if use_cache else {}
         entries: dict[str, list] = {}
-        skipped: dict[str, list[str]] = {}
+        skipped = {k: list(v) for k, v in listing.skipped.items()}
         utterances: list[Utterance] = []
-        other = 0
-        for rel, st in files:
-            lower = rel.lower()
-            if len(Path(rel).parts) == 1 and not lower.endswith(AUDIO_EXTENSIONS):
-                continue  # README.md, manifest.csv and the like beside the speaker folders
-            if not lower.endswith(AUDIO_EXTENSIONS):
-                if lower.endswith(UNSUPPORTED_AUDIO):
-                    _skip(skipped, "unsupported", rel, "unsupported audio format")
-                else:
-                    other += 1
-                    skipped.setdefault("not_audio", []).append(rel)
+        for item in listing.items:
+            rel, st = item.path, item.stat
+            if st is None:
+                _skip(skipped, "missing", rel, "listed but not found")
                 continue
             key = [st.st_size, st.st_mtime_ns]
             hit = cached.get(rel)
-            probe = hit[2] if hit and hit[:2] == key else _probe(root / rel, st.st_size)
+            probe = hit[2] if hit and hit[:2] == key else _probe(listing.base / rel, st.st_size)
             entries[rel] = key + [probe]
-            speaker = speaker_of(Path(rel).parts, layout)
-            if speaker is None:
-                _skip(skipped, "outside_layout", rel, f"not where a {layout} corpus keeps audio")
+            if item.speaker is None:
+                _skip(skipped, "outside_layout", rel, f"not where {listing.layout} keeps audio")
+            elif item.speaker == "":
+                skipped.setdefault("other_mic", []).append(rel)
             elif isinstance(probe, str):
                 _skip(skipped, probe, rel, f"{probe} audio file")
             else:
@@ -166,20 +159,38 @@ class SpeakerDatabase:
                     _skip(skipped, "too_short", rel, f"{seconds:.2f} s < {min_seconds} s")
                 else:
                     utterances.append(
-                        Utterance(rel, speaker, seconds, sr, st.st_size, st.st_mtime_ns)
+                        Utterance(
+                            rel, item.speaker, seconds, sr, st.st_size, st.st_mtime_ns, item.utt
+                        )
                     )
-        if other:
-            log.info(
-                "ignored %d non-audio file(s) inside %s (e.g. %s)",
-                other,
-                root,
-                skipped["not_audio"][0],
-            )
+        _report(root, skipped)
         if use_cache and entries != cached:
             _write_manifest_cache(cache_file, entries)
-        db = cls(root, layout, utterances, skipped)
+        db = cls(listing.base, listing.layout, utterances, skipped)
         db.check()
         return db
+
+    @classmethod
+    def merge(cls, dbs: list[SpeakerDatabase]) -> SpeakerDatabase:
+        """One database of several corpora: paths relative to their common folder, speakers
+        named ``<corpus>/<speaker>`` (VoxCeleb2's id00012 is not CN-Celeb's id00012)."""
+        base = Path(os.path.commonpath([str(db.root) for db in dbs]))
+        names: list[str] = []
+        for db in dbs:
+            name = db.root.name or "root"
+            names.append(name if name not in names else f"{name}{len(names)}")
+        utterances, skipped = [], {}
+        for name, db in zip(names, dbs, strict=True):
+            prefix = os.path.relpath(db.root, base)
+            for u in db.utterances:
+                path = os.path.normpath(os.path.join(prefix, u.path))
+                utt = f"{name}/{u.utt_id}"
+                utterances.append(
+                    dataclasses.replace(u, path=path, speaker=f"{name}/{u.speaker}", utt=utt)
+                )
+            for reason, files in db.skipped.items():
+                skipped.setdefault(reason, []).extend(f"{name}/{f}" for f in files)
+        return cls(base, "+".join(dict.fromkeys(db.layout for db in dbs)), utterances, skipped)
 
     def check(self) -> None:
         usable = [s for s in self.speakers if self.by_speaker[s]]
@@ -237,9 +248,25 @@ class SpeakerDatabase:
         )
 
 
+WARN_EACH = 20  # files named one by one per reason; the rest are counted in one line
+
+
 def _skip(skipped: dict[str, list[str]], reason: str, rel: str, detail: str) -> None:
     skipped.setdefault(reason, []).append(rel)
-    log.warning("skipping %s: %s", rel, detail)
+    if len(skipped[reason]) <= WARN_EACH:
+        log.warning("skipping %s: %s", rel, detail)
+
+
+def _report(root: Path, skipped: dict[str, list[str]]) -> None:
+    for reason, files in sorted(skipped.items()):
+        if reason == "not_audio":
+            log.info("ignored %d non-audio file(s) inside %s (e.g. %s)", len(files), root, files[0])
+        elif reason in ("unsupported", "piped", "no_speaker") or len(files) > WARN_EACH:
+            log.warning(
+                "%s: %d file(s) skipped as %s (e.g. %s)", root, len(files), reason, files[0]
+            )
+        elif reason == "other_mic":
+            log.info("%s: %d recording(s) of the other VCTK microphone left out", root, len(files))
 
 
 def _read_manifest_cache(path: Path) -> dict[str, list]:

@@ -1,13 +1,22 @@
 """Corpus layouts: where a corpus keeps its audio, and whose voice each file is.
 
-=============  ===============================  =========
-layout         files                            speaker
-=============  ===============================  =========
-librispeech    ``spk/chapter/utt.flac``          ``spk``
-voxceleb       ``id10001/video/00001.wav``       ``id10001``
-vctk           ``wav48/p225/p225_001.wav``       ``p225``
-flat           ``spk/utt.wav``                   ``spk``
-=============  ===============================  =========
+Layouts are recognised by the corpora's own file naming, wherever the files sit below
+the root (a subset folder, a corpus root with several subsets, an archive unpacked
+one folder higher):
+
+============  ===================================================  ===========
+layout        files (any folders above them)                       speaker
+============  ===================================================  ===========
+librispeech   ``<spk>/<chapter>/<spk>-<chapter>-<utt>.flac``         ``<spk>``
+voxceleb      ``id10001/<video>/00001.wav`` (1), ``.m4a`` (2)        ``id10001``
+cnceleb       ``id00000/<genre>-<nn>-<nnn>.flac``                    ``id00000``
+vctk          ``p225/p225_001_mic1.flac`` (0.92), ``p225_001.wav``   ``p225``
+flat          ``<spk>/<utt>.<ext>``                                  ``<spk>``
+============  ===================================================  ===========
+
+Two more inputs are not folders of audio: a Kaldi data folder (``wav.scp`` +
+``utt2spk``) and a CSV/TSV manifest (``path,speaker[,seconds]``); see
+:mod:`workers.listings`.
 
     files = walk(root)                                   # [(relative path, stat)], sorted
     layout = detect_layout([rel for rel, _ in files])
@@ -18,12 +27,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("librispeech", "voxceleb", "vctk", "flat")
+LAYOUTS = ("librispeech", "voxceleb", "cnceleb", "vctk", "flat", "kaldi", "manifest")
+NAMED = ("librispeech", "voxceleb", "cnceleb", "vctk")  # recognised by file names
+VCTK_MICS = ("mic1", "mic2", "both")
+
+_LIBRI = re.compile(r"^(\d+)-(\d+)-\d+$")
+_CELEB_ID = re.compile(r"^id\d{5}$")
+_VOX_UTT = re.compile(r"^\d{5}$")
+_CNC_UTT = re.compile(r"^[a-z_]+-\d+-\d+$")
+_VCTK = re.compile(r"^([ps]\d+)_\d+(?:_(mic[12]))?$")
 
 
 def walk(root: Path) -> list[tuple[str, os.stat_result]]:
@@ -61,15 +79,47 @@ def walk(root: Path) -> list[tuple[str, os.stat_result]]:
     return out
 
 
+def _stem(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def _named(parts: tuple[str, ...], layout: str, mic: str = "both") -> str | None:
+    """The speaker when the path carries ``layout``'s own naming, else None."""
+    stem = _stem(parts[-1])
+    if layout == "librispeech":
+        m = _LIBRI.match(stem)
+        if len(parts) >= 3 and m and m.groups() == parts[-3:-1]:
+            return parts[-3]
+    elif layout == "voxceleb":
+        if len(parts) >= 3 and _CELEB_ID.match(parts[-3]) and _VOX_UTT.match(stem):
+            return parts[-3]
+    elif layout == "cnceleb":
+        if len(parts) >= 2 and _CELEB_ID.match(parts[-2]) and _CNC_UTT.match(stem):
+            return parts[-2]
+    elif layout == "vctk":
+        m = _VCTK.match(stem)
+        if len(parts) >= 2 and m and m.group(1) == parts[-2]:
+            return parts[-2] if mic == "both" or m.group(2) in (None, mic) else ""
+    return None
+
+
 def detect_layout(paths: list[str]) -> str:
-    """Layout of the audio files' relative paths (see the module docstring)."""
-    depths = Counter(len(Path(p).parts) for p in paths)
-    if not depths:
+    """Layout of the audio files' relative paths: the corpus whose naming most files carry
+    (at least half of them), else by folder depth (see the module docstring)."""
+    if not paths:
         return "flat"
-    depth = depths.most_common(1)[0][0]
+    split = [Path(p).parts for p in paths]
+    named = Counter(
+        layout for parts in split for layout in NAMED if _named(parts, layout) is not None
+    )
+    if named:
+        layout, count = named.most_common(1)[0]
+        if count * 2 >= len(paths):
+            return layout
+    depth = Counter(len(parts) for parts in split).most_common(1)[0][0]
     if depth == 2:
         return "flat"
-    deep = [Path(p).parts for p in paths if len(Path(p).parts) == depth]
+    deep = [parts for parts in split if len(parts) == depth]
     if all(parts[0].lower().startswith("wav") for parts in deep):
         return "vctk"
     if depth == 3 and all(parts[1].isdigit() for parts in deep):
@@ -77,8 +127,14 @@ def detect_layout(paths: list[str]) -> str:
     return "voxceleb"
 
 
-def speaker_of(parts: tuple[str, ...], layout: str) -> str | None:
-    want = 3 if layout in ("librispeech", "voxceleb", "vctk") else 2
-    if len(parts) != want:
-        return None
-    return parts[1] if layout == "vctk" else parts[0]
+def speaker_of(parts: tuple[str, ...], layout: str, mic: str = "both") -> str | None:
+    """Whose voice the file at ``parts`` (relative to the root) is, by ``layout``'s naming,
+    else by its folder depth; None when the file is not where the layout keeps audio, ""
+    for a VCTK recording of the microphone not chosen."""
+    found = _named(parts, layout, mic) if layout in NAMED else None
+    if found is not None:
+        return found
+    if layout == "vctk":  # older releases: wav48/p225/p225_001.wav
+        return parts[1] if len(parts) == 3 and parts[0].lower().startswith("wav") else None
+    want = 3 if layout in ("librispeech", "voxceleb") else 2
+    return parts[0] if len(parts) == want and layout != "cnceleb" else None

@@ -27,7 +27,7 @@ MEMORY_BYTES = 256 << 20  # in-memory LRU of computed features per source
 def resolve_corpus(data: DataConfig, synthetic: SyntheticConfig) -> Path:
     """The corpus root: ``data.path``, or the synthetic corpus generated into the cache."""
     if data.path:
-        return Path(data.path).expanduser()
+        return Path(data.path)  # expanded by the scan (it may name several roots)
     from workers.synthetic import ensure_corpus
 
     return ensure_corpus(synthetic, data.cache_dir)
@@ -44,7 +44,11 @@ class RunData:
     def open(cls, data: DataConfig, synthetic: SyntheticConfig) -> RunData:
         """Scan the corpus a config names and split its speakers; ``CorpusError`` if unusable."""
         db = SpeakerDatabase.scan(
-            resolve_corpus(data, synthetic), data.layout, data.min_seconds, data.cache_dir
+            resolve_corpus(data, synthetic),
+            data.layout,
+            data.min_seconds,
+            data.cache_dir,
+            mic=data.vctk_mic,
         )
         return cls.of(db, data)
 
