@@ -117,12 +117,32 @@ class ModelConfig:
 class LearnerConfig:
     """Optimisation, evaluation and checkpoint schedule, and where the learner runs."""
 
-    lr: float = 1e-3
+    lr: float = 1e-3  # the peak learning rate (after warm-up)
+    # The schedule: linear warm-up over warmup_steps, then constant, or cosine or exponential
+    # decay to lr * lr_floor at max_steps.
+    schedule: str = "constant"  # constant | cosine | exponential
+    warmup_steps: int = 0
+    lr_floor: float = 0.01
+    weight_decay: float = 0.0  # decoupled (AdamW); 0: Adam
     max_steps: int = 1000
-    margin: float = 0.1
+    # triplet: the Deep Speaker loss alone. softmax+triplet / aam+triplet add a classifier
+    # over the training speakers (cosine softmax, or with an additive angular margin),
+    # weighted by cls_weight; for the first pretrain_steps steps the classifier trains alone
+    # (the paper's softmax pre-training). The classifier is never part of the exported model.
+    loss: str = "triplet"  # triplet | softmax+triplet | aam+triplet
+    pretrain_steps: int = 0
+    cls_weight: float = 1.0
+    aam_margin: float = 0.2  # radians
+    aam_scale: float = 30.0
+    margin: float = 0.1  # the triplet margin (cosine)
     mining: str = "none"  # none | hard | semihard
     eval_every: int = 100
     eval_trials: int = 2000
+    eval_bootstrap: int = 200  # resamples of held-out speakers for the EER's 95% interval
+    # "best" is chosen on an exponential moving average of the held-out EER (weight of the
+    # newest evaluation; 1: the raw value), so one lucky evaluation does not win.
+    eval_smoothing: float = 0.5
+    average_last: int = 0  # at the end, the run's model is the mean of its last N checkpoints
     checkpoint_every: int = 100
     checkpoint_minutes: float = 30.0  # also checkpoint when this much time passed (0: off)
     max_restarts: int = 2  # a learner that dies is started again from its last checkpoint

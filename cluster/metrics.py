@@ -52,7 +52,10 @@ TRAIN_FIELDS = (
     "build_s",
     "queue_depth",
 )
-EVAL_FIELDS = ("step", "eer", "threshold", "min_dcf_01", "min_dcf_05", "trials", "eval_s")
+EVAL_FIELDS = (
+    "step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold", "min_dcf_01",
+    "min_dcf_05", "trials", "eval_s",
+)  # fmt: skip
 PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
 
 
@@ -174,7 +177,8 @@ class MetricsWriter:
         self._push(train_key(self.run_id), {k: record.get(k) for k in TRAIN_FIELDS})
 
     def eval(self, step: int, result: dict[str, Any]) -> None:
-        self._push(eval_key(self.run_id), {**{k: result.get(k) for k in EVAL_FIELDS}, "step": step})
+        fields = {k: result[k] for k in EVAL_FIELDS if result.get(k) is not None}
+        self._push(eval_key(self.run_id), {**fields, "step": step})
 
     def producer(self, worker: int, build_s: float, built: int, batches_per_s: float) -> None:
         self._push(

@@ -84,7 +84,18 @@ def similarity_figure(s: RunSeries, margin: float) -> dict:
 def eer_figure(s: RunSeries) -> dict:
     fig = new_figure("Held-out EER (%)", xaxis_title="step")
     x = s.eval.array("step")
+    low, high = s.eval.array("eer_low"), s.eval.array("eer_high")
+    if s.eval.n and np.isfinite(low).any():  # the 95% interval (bootstrap over speakers)
+        band = dict(width=0, color="rgba(33,113,181,0.25)")
+        fig["data"].append(_line(x, 100 * high, "95% interval", gl=False, line=band))
+        fig["data"].append(
+            _line(x, 100 * low, "95% low", gl=False, line=band, fill="tonexty", showlegend=False)
+        )
     fig["data"].append(_line(x, 100 * s.eval.array("eer"), "EER", gl=False, mode="lines+markers"))
+    smoothed = s.eval.array("eer_smoothed")
+    if s.eval.n and np.isfinite(smoothed).any():
+        style = dict(dash="dash", color="#08519c")
+        fig["data"].append(_line(x, 100 * smoothed, "smoothed (picks best)", gl=False, line=style))
     if s.eval.n:
         dcf = 100 * s.eval.array("min_dcf_01")
         fig["data"].append(_line(x, dcf, "minDCF(0.01) x100", gl=False, line=dict(dash="dot")))

@@ -101,6 +101,11 @@ def resolve_config(a: argparse.Namespace):
                     f"--resume cannot change {section}.* (the checkpoint's weights and features "
                     f"were made with the run's own); start a new run for other {section} settings"
                 )
+        if cfg.learner.loss != old.learner.loss:  # the classifier's weights come or go
+            raise ConfigError(
+                f"--resume cannot change learner.loss ({old.learner.loss} -> "
+                f"{cfg.learner.loss}); start a new run for another loss"
+            )
         if overrides:
             run.write_config(cfg)
         return cfg, run, ckpt, url

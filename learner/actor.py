@@ -38,7 +38,12 @@ def build_learner(
     if held:
         sub, source = data.held_out(cfg.features)
         evaluator = HeldOutEval(
-            sub, source, cfg.sampler.frames, cfg.learner.eval_trials, seed=cfg.learner.seed
+            sub,
+            source,
+            cfg.sampler.frames,
+            cfg.learner.eval_trials,
+            seed=cfg.learner.seed,
+            bootstrap=cfg.learner.eval_bootstrap,
         )
     mixed = use_mixed_precision(cfg.learner, device)
     log.info(
@@ -47,7 +52,7 @@ def build_learner(
         " with mixed precision" if mixed else "",
         len(held),
     )
-    return Learner(cfg, run_dir, evaluator, metrics, device, mixed)
+    return Learner(cfg, run_dir, evaluator, metrics, device, mixed, classes=data.classes())
 
 
 class LearnerActor:

@@ -184,7 +184,10 @@ class CheckpointManager:
         optimizer: dict[str, np.ndarray],
         state: dict[str, Any],
         best: bool = False,
+        extra: dict[str, dict[str, np.ndarray]] | None = None,
     ) -> Checkpoint:
+        """``extra``: more arrays files (``{"head": {...}}`` -> ``head.npz``), beside the
+        model's weights, so inference never sees them."""
         final = self.dir / f"ckpt-{step:08d}"
         tmp = self.dir / f".tmp-{final.name}-{os.getpid()}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +196,8 @@ class CheckpointManager:
         tmp.mkdir()
         _save_npz(tmp / "weights.npz", weights)
         _save_npz(tmp / "optimizer.npz", optimizer)
+        for name, arrays in (extra or {}).items():
+            _save_npz(tmp / f"{name}.npz", arrays)
         meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.time(), **state}
         meta["best"] = best
         with open(tmp / "state.json", "w") as fh:

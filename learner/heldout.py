@@ -7,12 +7,13 @@ and the EER and minDCF of the current model on them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 
 from learner.embedding import Embedder, embed_features
-from learner.scoring import EvalResult, score_trials, summarize
+from learner.scoring import EvalResult, bootstrap_eer, score_trials, summarize
 from learner.trials import generate_trials
 from workers.audio import AudioError
 from workers.cache import FeatureSource
@@ -31,7 +32,10 @@ class HeldOutEval:
         frames: int,
         n_trials: int = 2000,
         seed: int = 0,
+        bootstrap: int = 200,
     ) -> None:
+        """``bootstrap``: resamples of the speakers for the EER's interval (0: none)."""
+        self.bootstrap, self.seed = bootstrap, seed
         feats, keep = [], []
         for i in range(len(db.utterances)):
             try:
@@ -48,4 +52,10 @@ class HeldOutEval:
 
     def __call__(self, embed: Embedder) -> EvalResult:
         emb = embed_features(self.features, embed, self.frames)
-        return summarize(*score_trials(emb, self.trials))
+        scores, labels = score_trials(emb, self.trials)
+        result = summarize(scores, labels)
+        if self.bootstrap:
+            enrol = np.array([self.db.utterances[i].speaker for _, i, _ in self.trials])
+            low, high = bootstrap_eer(scores, labels, enrol, self.bootstrap, self.seed)
+            result = dataclasses.replace(result, eer_low=low, eer_high=high)
+        return result

@@ -55,12 +55,15 @@ class Learner:
         device: str = "cpu",
         mixed: bool = False,
         queue_depth: Any = None,
+        classes: np.ndarray | None = None,
     ) -> None:
+        """``classes``: batch label -> training-speaker class (``RunData.classes``), for the
+        losses with a classifier."""
         configure(device, mixed)
         self.cfg, self.evaluator, self.metrics = cfg, evaluator, metrics
         self.device, self.mixed = device, mixed
         self.queue_depth = queue_depth  # callable -> int, or None
-        self.train_step = TrainStep(cfg, mixed)
+        self.train_step = TrainStep(cfg, mixed, classes)
         self.model = self.train_step.model
         self.spec = cfg.features.fingerprint()
         self.checkpoints = (
@@ -68,7 +71,9 @@ class Learner:
             if run_dir is not None
             else None
         )
-        self.best_eer = math.inf
+        self.best_eer = math.inf  # the best smoothed held-out EER
+        self.smoothed: float | None = None
+        self.averaged: dict[str, Any] | None = None  # the end-of-run average, once made
         self.saved_at = time.time()  # last checkpoint (or start), for learner.checkpoint_minutes
         self.threshold: float | None = None
         self.last_eval: dict[str, float] = {}
@@ -108,13 +113,51 @@ class Learner:
                 self.save("periodic")
             elif lc.checkpoint_minutes and time.time() - self.saved_at > 60 * lc.checkpoint_minutes:
                 self.save("timed")  # slow steps (base on a CPU): never hours of work at risk
+        if self.step >= lc.max_steps and lc.average_last >= 2 and self.averaged is None:
+            self.average()
         return self.summary()
+
+    def average(self) -> dict[str, Any] | None:
+        """The end-of-run model: the mean of the last ``learner.average_last`` checkpoints,
+        written to ``<run>/averaged/`` and evaluated on the held-out speakers."""
+        if self.checkpoints is None or self.diverged:
+            return None
+        from learner.average import average_weights, write_average
+
+        latest = self.checkpoints.latest()
+        if latest is None or latest.step != self.step:
+            self.save("final")
+        used = self.checkpoints.all()[-self.cfg.learner.average_last :]
+        if len(used) < 2:
+            log.info("not averaging: %d checkpoint(s)", len(used))
+            return None
+        current = variables_to_arrays(self.model.variables)
+        assign_arrays(self.model.variables, average_weights(used), "averaged weights")
+        result = {}
+        if self.evaluator is not None:
+            result = self.evaluator(self.embed).as_dict()
+        assign_arrays(self.model.variables, current, "current weights")
+        extra = {"averaged_eval": result}
+        if result:
+            extra["threshold"] = result["threshold"]
+        ckpt, _ = write_average(self.checkpoints.dir.parent, len(used), extra)
+        self.averaged = {"path": str(ckpt.path), "from": [c.step for c in used], **result}
+        if result:
+            log.info(
+                "averaged model of steps %s: held-out EER %.2f%% (last %.2f%%)",
+                self.averaged["from"],
+                100 * result["eer"],
+                100 * self.last_eval.get("eer", float("nan")),
+            )
+        self.metrics.event("average", self.averaged)
+        return self.averaged
 
     def train_batch(self, batch: Batch, waited: float = 0.0) -> dict[str, float]:
         s = self.cfg.sampler
         batch.validate(
             spec=self.spec, triplets=s.triplets, frames=s.frames, n_mels=self.cfg.features.n_mels
         )
+        lr = self.train_step.lr()
         t0 = time.perf_counter()
         out = self.train_step(batch.features, batch.speakers)
         took = time.perf_counter() - t0
@@ -135,7 +178,7 @@ class Learner:
             "wait_s": waited,
             "step_s": took,
             "build_s": batch.build_seconds,
-            "lr": self.cfg.learner.lr,
+            "lr": lr,
             "worker": batch.worker_id,
             "queue_depth": self.queue_depth() if self.queue_depth else None,
         }
@@ -172,14 +215,29 @@ class Learner:
         t0 = time.perf_counter()
         result = self.evaluator(self.embed).as_dict()
         result["eval_s"] = time.perf_counter() - t0
+        # "Best" on an exponential moving average: one lucky evaluation does not win.
+        alpha = self.cfg.learner.eval_smoothing
+        self.smoothed = (
+            result["eer"]
+            if self.smoothed is None
+            else alpha * result["eer"] + (1 - alpha) * self.smoothed
+        )
+        result["eer_smoothed"] = self.smoothed
         self.last_eval = {"step": self.step, **result}
-        is_best = result["eer"] < self.best_eer
+        is_best = self.smoothed < self.best_eer
         if is_best:
-            self.best_eer, self.threshold = result["eer"], result["threshold"]
+            self.best_eer, self.threshold = self.smoothed, result["threshold"]
+        interval = (
+            f" [95% CI {100 * result['eer_low']:.2f}-{100 * result['eer_high']:.2f}]"
+            if "eer_low" in result
+            else ""
+        )
         log.info(
-            "step %d: held-out EER %.2f%% (best %.2f%%), minDCF(0.01) %.3f",
+            "step %d: held-out EER %.2f%%%s, smoothed %.2f%% (best %.2f%%), minDCF(0.01) %.3f",
             self.step,
             100 * result["eer"],
+            interval,
+            100 * self.smoothed,
             100 * self.best_eer,
             result["min_dcf_01"],
         )
@@ -200,6 +258,7 @@ class Learner:
             },
             "sampler_states": self.sampler_states,
             "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
+            "eer_smoothed": self.smoothed,
             "threshold": self.threshold,
             "last_eval": self.last_eval,
             "totals": self.totals,
@@ -221,6 +280,7 @@ class Learner:
             variables_to_arrays(self.train_step.optimizer.variables),
             {**self.state(), "reason": reason},
             best=best,
+            extra=self._head_arrays(),
         )
         self.saved_at = time.time()
         size = self.checkpoints.size_bytes(ckpt)
@@ -231,6 +291,10 @@ class Learner:
         )
         return ckpt
 
+    def _head_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        head = self.train_step.head
+        return {"head": variables_to_arrays(head.variables)} if head is not None else {}
+
     def restore(self, ckpt: Checkpoint) -> dict[str, Any]:
         state = ckpt.state()
         if state.get("feature_spec") != self.spec:
@@ -239,10 +303,13 @@ class Learner:
                 f"run uses {self.spec}: the feature settings differ"
             )
         assign_arrays(self.model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
+        if self.train_step.head is not None:
+            assign_arrays(self.train_step.head.variables, ckpt.arrays("head"), f"{ckpt.path} head")
         assign_arrays(
             self.train_step.optimizer.variables, ckpt.arrays("optimizer"), f"{ckpt.path} optimizer"
         )
         self.best_eer = state["best_eer"] if state.get("best_eer") is not None else math.inf
+        self.smoothed = state.get("eer_smoothed")
         self.threshold = state.get("threshold")
         self.last_eval = state.get("last_eval") or {}
         self.sampler_states = dict(state.get("sampler_states") or {})
@@ -265,6 +332,7 @@ class Learner:
             "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
             "last_eval": self.last_eval,
             "collapsed": self.collapsed,
+            "averaged": self.averaged,
             "tracing_count": self.train_step.tracing_count,
             "totals": dict(self.totals),
         }

@@ -12,6 +12,8 @@ everything TensorFlow-specific live in ``learner/train_step.py``.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers, ops
 
@@ -128,3 +130,79 @@ def triplet_loss(emb, labels, margin: float = 0.1, mining: str = "none"):
         "spread": 1.0 - ops.mean(ops.matmul(anchors, ops.transpose(anchors))),
     }
     return loss, stats
+
+
+# -- the classification head (softmax / AAM over the training speakers) --------------------
+def build_head(n_classes: int, embedding_dim: int) -> keras.Model:
+    """Class weights for a cosine classifier: one ``embedding_dim`` vector per training
+    speaker. A separate model, never part of the exported or inference model."""
+    emb = keras.Input(shape=(embedding_dim,), name="embedding")
+    logits = layers.Dense(n_classes, use_bias=False, name="speaker_weights")(emb)
+    return keras.Model(emb, logits, name="speaker_head")
+
+
+def cosine_logits(emb, kernel):
+    """``[N, C]`` cosines between unit embeddings and the L2-normalised class vectors."""
+    return ops.matmul(ops.cast(emb, "float32"), ops.normalize(kernel, axis=0))
+
+
+def classification_loss(cos, classes, margin: float = 0.0, scale: float = 30.0):
+    """Cross-entropy of ``scale * cos`` with an additive angular margin on the target class
+    (ArcFace / AAM-softmax; ``margin=0`` is the normalised softmax). Rows whose class is
+    -1 (a speaker the classifier does not know) are ignored. Returns ``(loss, accuracy)``.
+    """
+    n_classes = ops.shape(cos)[1]
+    known = ops.cast(ops.greater_equal(classes, 0), "float32")
+    onehot = ops.one_hot(ops.maximum(classes, 0), n_classes) * ops.expand_dims(known, 1)
+    cos = ops.clip(cos, -1.0 + 1e-7, 1.0 - 1e-7)
+    if margin:
+        sin = ops.sqrt(1.0 - cos * cos)
+        cos_m = cos * math.cos(margin) - sin * math.sin(margin)  # cos(theta + m)
+        # Past theta = pi - m, cos(theta + m) would rise again: keep it decreasing (ArcFace).
+        cos_m = ops.where(
+            ops.greater(cos, math.cos(math.pi - margin)),
+            cos_m,
+            cos - math.sin(math.pi - margin) * margin,
+        )
+        cos = onehot * cos_m + (1.0 - onehot) * cos
+    logits = scale * cos
+    logp = logits - ops.logsumexp(logits, axis=1, keepdims=True)
+    per_row = -ops.sum(onehot * logp, axis=1)
+    count = ops.maximum(ops.sum(known), 1.0)
+    loss = ops.sum(per_row) / count
+    right = ops.cast(ops.equal(ops.argmax(logits, axis=1), ops.maximum(classes, 0)), "float32")
+    accuracy = ops.sum(right * known) / count
+    return loss, accuracy
+
+
+# -- the learning-rate schedule -----------------------------------------------------------
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup`` steps, then ``constant``, or
+    ``cosine`` / ``exponential`` decay to ``peak * floor`` at ``total`` steps."""
+
+    def __init__(
+        self, peak: float, total: int, warmup: int = 0, kind: str = "constant", floor: float = 0.01
+    ) -> None:
+        self.peak, self.total, self.warmup, self.kind, self.floor = peak, total, warmup, kind, floor
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak * ops.minimum(1.0, (step + 1.0) / max(self.warmup, 1))
+        span = max(self.total - self.warmup, 1)
+        t = ops.clip((step - self.warmup) / span, 0.0, 1.0)
+        if self.kind == "cosine":
+            decayed = self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + ops.cos(math.pi * t)))
+        elif self.kind == "exponential":
+            decayed = self.peak * ops.power(self.floor, t)
+        else:
+            decayed = ops.convert_to_tensor(self.peak, "float32")
+        return ops.where(step < self.warmup, warm, decayed)
+
+    def get_config(self) -> dict:
+        return {
+            "peak": self.peak,
+            "total": self.total,
+            "warmup": self.warmup,
+            "kind": self.kind,
+            "floor": self.floor,
+        }

@@ -64,9 +64,11 @@ class EvalResult:
     min_dcf_05: float
     trials: int
     targets: int
+    eer_low: float | None = None  # 95% interval of the EER, bootstrap over speakers
+    eer_high: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def score_trials(
@@ -88,6 +90,28 @@ def summarize(scores: np.ndarray, labels: np.ndarray) -> EvalResult:
         len(labels),
         int(np.sum(labels)),
     )
+
+
+def bootstrap_eer(
+    scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, n: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of the EER when the speakers themselves are a sample: resample the
+    speakers (``groups``: the enrolment side's speaker of each trial) with replacement, take
+    all their trials, ``n`` times."""
+    rng = np.random.default_rng(seed)
+    names, inverse = np.unique(groups, return_inverse=True)
+    rows = [np.flatnonzero(inverse == k) for k in range(len(names))]
+    values = []
+    for _ in range(n):
+        picked = np.concatenate([rows[k] for k in rng.integers(len(names), size=len(names))])
+        lab = labels[picked]
+        if lab.min() == lab.max():
+            continue  # a draw with only one kind of trial has no EER
+        values.append(eer(scores[picked], lab)[0])
+    if not values:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def as_norm(

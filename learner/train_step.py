@@ -16,7 +16,14 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cluster.config import LearnerConfig, RunConfig  # noqa: E402
-from learner.model import build_model, triplet_loss  # noqa: E402
+from learner.model import (  # noqa: E402
+    WarmupDecay,
+    build_head,
+    build_model,
+    classification_loss,
+    cosine_logits,
+    triplet_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +57,48 @@ def configure(device: str, mixed: bool) -> None:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
 
 
-class TrainStep:
-    """Model, optimizer and the compiled step for one run configuration."""
+def schedule(cfg: LearnerConfig) -> WarmupDecay:
+    return WarmupDecay(cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.lr_floor)
 
-    def __init__(self, cfg: RunConfig, mixed: bool = False) -> None:
+
+class TrainStep:
+    """Model, optimizer and the compiled step for one run configuration.
+
+    ``classes`` maps a batch label (the speaker's index in the corpus, sorted by name: the
+    same in every producer) to its class among the training speakers, -1 for none; it is
+    needed by the losses with a classifier (``learner.loss`` other than ``triplet``).
+    """
+
+    def __init__(self, cfg: RunConfig, mixed: bool = False, classes=None) -> None:
         self.cfg = cfg
         self.mixed = mixed
-        keras.utils.set_random_seed(cfg.learner.seed)  # the same config builds the same model
+        lc = cfg.learner
+        keras.utils.set_random_seed(lc.seed)  # the same config builds the same model
         self.model = build_model(cfg.model, cfg.features.n_mels, cfg.sampler.frames)
-        optimizer = keras.optimizers.Adam(learning_rate=cfg.learner.lr)
+        self.head = None
+        if lc.loss != "triplet":
+            if classes is None or int(max(classes, default=-1)) < 1:
+                raise ValueError(f"learner.loss={lc.loss} needs at least 2 training speakers")
+            self.head = build_head(int(max(classes)) + 1, cfg.model.embedding_dim)
+        self.schedule = schedule(lc)
+        if lc.weight_decay:
+            optimizer = keras.optimizers.AdamW(self.schedule, weight_decay=lc.weight_decay)
+        else:
+            optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
         if mixed:  # scale the loss so float16 gradients do not underflow
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.optimizer = optimizer
-        self.optimizer.build(self.model.trainable_variables)
+        trainable = self.model.trainable_variables + (
+            self.head.trainable_variables if self.head is not None else []
+        )
+        self.optimizer.build(trainable)
         b, t, m = 3 * cfg.sampler.triplets, cfg.sampler.frames, cfg.features.n_mels
         dtype = tf.float16 if cfg.features.dtype == "float16" else tf.float32
-        margin, mining = cfg.learner.margin, cfg.learner.mining
-        model, opt = self.model, self.optimizer
+        margin, mining = lc.margin, lc.mining
+        model, opt, head = self.model, self.optimizer, self.head
+        table = tf.constant(classes if classes is not None else [-1], tf.int32)
+        aam = lc.aam_margin if lc.loss == "aam+triplet" else 0.0
+        scale, weight, pretrain = lc.aam_scale, lc.cls_weight, lc.pretrain_steps
 
         @tf.function(
             input_signature=[tf.TensorSpec([b, t, m], dtype), tf.TensorSpec([b], tf.int32)],
@@ -76,9 +108,18 @@ class TrainStep:
             with tf.GradientTape() as tape:
                 emb = model(features, training=True)
                 loss, stats = triplet_loss(emb, labels, margin, mining)
+                stats["triplet_loss"] = loss
+                if head is not None:
+                    cos = cosine_logits(emb, head.get_layer("speaker_weights").kernel)
+                    classes = tf.gather(table, labels)
+                    cls_loss, accuracy = classification_loss(cos, classes, aam, scale)
+                    # Pre-training: the classifier alone, then both.
+                    joint = tf.cast(opt.iterations >= pretrain, tf.float32)
+                    loss = joint * loss + weight * cls_loss
+                    stats.update(cls_loss=cls_loss, cls_accuracy=accuracy)
                 scaled = opt.scale_loss(loss) if mixed else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
-            opt.apply(grads, model.trainable_variables)
+            grads = tape.gradient(scaled, trainable)
+            opt.apply(grads, trainable)
             return {"loss": loss, **stats}
 
         self._step = step
@@ -96,6 +137,10 @@ class TrainStep:
 
     def embed(self, features) -> tf.Tensor:
         return self._embed(tf.convert_to_tensor(features, tf.float32)).numpy()
+
+    def lr(self, step: int | None = None) -> float:
+        """The learning rate the schedule gives ``step`` (default: the next step)."""
+        return float(self.schedule(self.step if step is None else step))
 
     @property
     def tracing_count(self) -> int:

@@ -111,6 +111,9 @@ def write_run(url: str, run_id: str, steps: int, start: int = 0, evals: bool = T
                 s,
                 {
                     "eer": 0.3 - s / 10000,
+                    "eer_low": 0.25 - s / 10000,
+                    "eer_high": 0.35 - s / 10000,
+                    "eer_smoothed": 0.31 - s / 10000,
                     "threshold": 0.5,
                     "min_dcf_01": 0.9,
                     "min_dcf_05": 0.8,

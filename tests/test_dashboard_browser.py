@@ -118,6 +118,11 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
     wait_for(lambda: loss_points(browser), 120, driver=browser)
     summary = text_of(browser, "summary")
     assert "step 120" in summary and "best EER" in summary
+    eer_traces = browser.execute_script(
+        "const g = document.querySelector('#eer-graph .js-plotly-plot');"
+        "return g && g.data ? g.data.map(t => t.name) : [];"
+    )
+    assert "95% interval" in eer_traces and "smoothed (picks best)" in eer_traces
     count_redraws = (
         "window.redraws = 0;"
         "document.querySelector('#loss-graph .js-plotly-plot')"

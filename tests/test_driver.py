@@ -85,6 +85,9 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
     clash = run(learner_cmd("--resume", str(run_dir), "--set", "features.n_mels=40"))
     assert clash.returncode == 2 and "cannot change features" in clash.stderr
     assert (run_dir / "config.yaml").read_text() == before  # refused before it was rewritten
+    other_loss = run(learner_cmd("--resume", str(run_dir), "--set", "learner.loss=aam+triplet"))
+    assert other_loss.returncode == 2 and "cannot change learner.loss" in other_loss.stderr
+    assert (run_dir / "config.yaml").read_text() == before
 
     again = run(learner_cmd("--resume", str(run_dir), "--steps", "9"))
     assert again.returncode == 0, again.stderr[-3000:]

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cluster.config import DataConfig, FeatureConfig, SyntheticConfig
 from workers.cache import FeatureSource, FeatureStore
 from workers.corpus import SpeakerDatabase
@@ -57,6 +59,15 @@ class RunData:
         """An already scanned database, split as ``data`` says."""
         train, held = db.split(data.eval_fraction, data.split_seed, data.min_eval_speakers)
         return cls(db, train, held, data)
+
+    def classes(self) -> np.ndarray:
+        """Batch label (a speaker's index in the corpus, by sorted name: the same in every
+        producer) -> the speaker's class among the training speakers (sorted), -1 for a
+        held-out one. What the classifier losses train on."""
+        out = np.full(len(self.db.speakers), -1, np.int32)
+        for k, name in enumerate(sorted(self.train)):
+            out[self.db.speaker_index[name]] = k
+        return out
 
     def store(self, features: FeatureConfig) -> FeatureStore:
         return FeatureStore.for_corpus(self.db.root, features, self.cfg.cache_dir)
