@@ -84,6 +84,29 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation on the producers (``workers/augment.py``); each stage has its own
+    probability and range. Off: producers crop cached log-mel; on: they crop cached speech
+    waveforms, augment them and compute the log-mel of each segment."""
+
+    enabled: bool = False
+    speed_prob: float = 0.0  # a triplet at speed 0.9 or 1.1; the copies are new speakers
+    reverb_prob: float = 0.3
+    rir_dir: str = ""  # room impulse responses (RIRS_NOISES); empty: simulated rooms
+    simulated_rooms: int = 40  # made once per config into the cache (pyroomacoustics)
+    noise_prob: float = 0.5
+    noise_dir: str = ""  # MUSAN noise/music/speech or any audio; empty: babble + coloured
+    snr_low: float = 5.0  # dB
+    snr_high: float = 20.0
+    gain_db: float = 6.0  # half the segments get a gain in +-gain_db
+    time_masks: int = 1  # SpecAugment: masks of up to time_width frames
+    time_width: int = 10
+    freq_masks: int = 1  # and of up to freq_width mel bins
+    freq_width: int = 8
+    seed: int = 0  # the simulated rooms
+
+
+@dataclass(frozen=True)
 class SamplerConfig:
     """Triplets per batch and the segment each is cropped to."""
 
@@ -125,6 +148,7 @@ class LearnerConfig:
     lr_floor: float = 0.01
     weight_decay: float = 0.0  # decoupled (AdamW); 0: Adam
     max_steps: int = 1000
+    max_minutes: float = 0.0  # also end the run after this much training time (0: no limit)
     # triplet: the Deep Speaker loss alone. softmax+triplet / aam+triplet add a classifier
     # over the training speakers (cosine softmax, or with an additive angular margin),
     # weighted by cls_weight; for the first pretrain_steps steps the classifier trains alone
@@ -172,6 +196,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     producer: ProducerConfig = field(default_factory=ProducerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -191,7 +191,12 @@ def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_fi
     total = cfg.learner.max_steps
     chunk, t_start, step, summary = 2, time.time(), start, {}
     with tqdm(total=total, initial=start, unit="step", disable=quiet, dynamic_ncols=True) as bar:
+        limit = 60 * cfg.learner.max_minutes
         while step < total:
+            if limit and time.time() - t_start > limit:
+                log.info("learner.max_minutes reached at step %d", step)
+                launch.call(actor.finish.remote())  # the end-of-run model, as at max_steps
+                break
             t0 = time.time()
             try:
                 summary = launch.call(actor.train.remote(min(chunk, total - step)))

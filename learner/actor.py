@@ -27,6 +27,11 @@ from workers.rundata import RunData
 log = logging.getLogger(__name__)
 
 
+def speed_copies(cfg) -> int:
+    """How many versions of each speaker batches carry (speed perturbation makes three)."""
+    return 3 if cfg.augment.enabled and cfg.augment.speed_prob else 1
+
+
 def build_learner(
     cfg, run_dir: str | Path | None, device: str = "auto", metrics: Any = NULL_METRICS
 ) -> Learner:
@@ -52,7 +57,9 @@ def build_learner(
         " with mixed precision" if mixed else "",
         len(held),
     )
-    return Learner(cfg, run_dir, evaluator, metrics, device, mixed, classes=data.classes())
+    return Learner(
+        cfg, run_dir, evaluator, metrics, device, mixed, classes=data.classes(speed_copies(cfg))
+    )
 
 
 class LearnerActor:
@@ -105,6 +112,13 @@ class LearnerActor:
     def evaluate(self) -> dict[str, float]:
         with self.lock:
             return self.learner.evaluate()
+
+    def finish(self) -> dict[str, Any] | None:
+        """The end-of-run model (``learner.average_last``) for a run ended before max_steps."""
+        with self.lock:
+            if self.learner.cfg.learner.average_last >= 2 and self.learner.averaged is None:
+                return self.learner.average()
+            return None
 
     def save(self, reason: str = "exit") -> str | None:
         with self.lock:

@@ -127,10 +127,12 @@ def extract(db: SpeakerDatabase, index: int, cfg: FeatureConfig, logmel: LogMel)
     return logmel(speech).astype(cfg.dtype)
 
 
-def _extract_blocks(path: Path, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
-    parts = []
+def _speech_blocks(path: Path, cfg: FeatureConfig):
+    """The speech of a long file, block by block (VAD relative to each block's loudest frame:
+    a quiet hour still counts); ``NoSpeech`` when no block has any."""
+    found = False
     for block in audio_blocks(path, cfg.sample_rate, BLOCK_SECONDS):
-        try:  # VAD relative to the block's loudest frame: a quiet hour still counts
+        try:
             speech = remove_silence(
                 block,
                 cfg.sample_rate,
@@ -142,10 +144,16 @@ def _extract_blocks(path: Path, cfg: FeatureConfig, logmel: LogMel) -> np.ndarra
             )
         except NoSpeech:
             continue
-        if len(speech) >= logmel.win:
-            parts.append(logmel(speech).astype(cfg.dtype))
-    if not parts:
+        found = True
+        yield speech
+    if not found:
         raise NoSpeech(path, "no speech detected (silent or below the energy floor)")
+
+
+def _extract_blocks(path: Path, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
+    parts = [logmel(s).astype(cfg.dtype) for s in _speech_blocks(path, cfg) if len(s) >= logmel.win]
+    if not parts:
+        raise TooShort(path, "too little speech after silence removal")
     return np.concatenate(parts)
 
 
@@ -211,13 +219,17 @@ class FeatureSource:
         self._remember(index, feats)
         return feats
 
+    def compute(self, index: int) -> np.ndarray:
+        """What this source keeps of an utterance, computed from its audio."""
+        return extract(self.db, index, self.cfg, self.logmel)
+
     def _extract(self, index: int, utt: Utterance) -> np.ndarray:
         if self.guard is None:
-            return extract(self.db, index, self.cfg, self.logmel)
+            return self.compute(index)
         if not self.guard.begin(utt.path):
             raise Quarantined(utt.path, "its decoding killed a producer twice; skipped")
         try:
-            return extract(self.db, index, self.cfg, self.logmel)
+            return self.compute(index)
         finally:
             self.guard.end()
 
@@ -242,3 +254,38 @@ class FeatureSource:
         while self._lru and (self._lru_bytes > self.memory_bytes or len(self._lru) > self.max_open):
             _, old = self._lru.popitem(last=False)
             self._lru_bytes -= 0 if isinstance(old, np.memmap) else old.nbytes
+
+
+def wave_spec(cfg: FeatureConfig) -> str:
+    """What a cached speech waveform depends on: the rate and the VAD settings."""
+    parts = (cfg.sample_rate, cfg.win_length, cfg.hop_length, cfg.vad_db, cfg.vad_floor_db)
+    return "wave-" + hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
+def speech_int16(db: SpeakerDatabase, index: int, cfg: FeatureConfig) -> np.ndarray:
+    """Decoded, resampled, VAD-trimmed speech as int16 (long files in blocks)."""
+    path = db.abspath(index)
+    if db.utterances[index].seconds > LONG_SECONDS:
+        speech = np.concatenate(list(_speech_blocks(path, cfg)))
+    else:
+        speech = load_speech(path, cfg)
+    if len(speech) < cfg.win_length:
+        raise TooShort(path, "too little speech after silence removal")
+    return (np.clip(speech, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
+class WaveSource(FeatureSource):
+    """Speech waveforms (int16) of a database's utterances, cached like features, for the
+    producers that augment audio: decoded once, never again."""
+
+    @classmethod
+    def for_corpus(cls, db: SpeakerDatabase, cfg: FeatureConfig, mode: str, cache_dir: str = ""):
+        store = None
+        if mode != "off":
+            store = FeatureStore(
+                default_cache_root(cache_dir) / "waves" / corpus_key(db.root) / wave_spec(cfg)
+            )
+        return cls(db, cfg, store, write_cache=mode == "readwrite")
+
+    def compute(self, index: int) -> np.ndarray:
+        return speech_int16(self.db, index, self.cfg)

@@ -26,11 +26,26 @@ from ray.util.queue import Full as RayFull
 
 from cluster.config import ProducerConfig, RunConfig
 from cluster.metrics import NULL_METRICS
+from workers.audio import AudioError
+from workers.augment import Augmenter
 from workers.cache import FeatureSource
 from workers.rundata import RunData
 from workers.sampler import BatchBuilder, TripletSampler
 
 log = logging.getLogger(__name__)
+
+
+def babble_of(source: FeatureSource, data: RunData) -> Callable[[Any], Any]:
+    """Speech of a random training utterance (float32), for babble noise; None if unusable."""
+    utts = [i for s in data.train for i in data.db.by_speaker[s]]
+
+    def babble(rng: np.random.Generator) -> np.ndarray | None:
+        try:
+            return source.get(utts[int(rng.integers(len(utts)))]).astype(np.float32) / 32768
+        except AudioError:
+            return None
+
+    return babble
 
 
 def producer_seed(base: int, worker_id: int, start: int = 0) -> int:
@@ -50,6 +65,7 @@ class BatchProducer:
         cfg: ProducerConfig | None = None,
         wrap: Callable[[Any], Any] | None = None,
         metrics: Any = NULL_METRICS,
+        augmenter: Any = None,
     ) -> None:
         """``queue`` needs ``put(item, timeout=...)`` raising ``queue.Full`` when full;
         ``wrap`` turns a Batch into what is enqueued (``Envelope.wrap`` under Ray)."""
@@ -58,7 +74,9 @@ class BatchProducer:
         self.wrap = wrap or (lambda batch: batch)
         self.metrics = metrics
         self.sampler, self.source = sampler, source
-        self.builder = BatchBuilder(sampler, source, frames, source.cfg.dtype, worker_id)
+        self.builder = BatchBuilder(
+            sampler, source, frames, source.cfg.dtype, worker_id, augmenter=augmenter
+        )
         self._stop = threading.Event()
         self.built = 0
         self.build_seconds = 0.0
@@ -88,20 +106,29 @@ class BatchProducer:
             producer_seed(cfg.sampler.seed, worker_id, start),
         )
         log.info(
-            "producer %d ready: %s, %d training speakers",
+            "producer %d ready: %s, %d training speakers%s",
             worker_id,
             data.db.summary(),
             len(data.train),
+            ", augmenting" if cfg.augment.enabled else "",
         )
+        if not cfg.augment.enabled:
+            source, augmenter = data.source(cfg.features), None
+        else:
+            source = data.waves(cfg.features)
+            augmenter = Augmenter(
+                cfg.augment, cfg.features, babble_of(source, data), cfg.data.cache_dir
+            )
         return cls(
             worker_id,
             sampler,
-            data.source(cfg.features),
+            source,
             queue,
             cfg.sampler.frames,
             cfg.producer,
             wrap,
             metrics,
+            augmenter,
         )
 
     def stop(self) -> None:

@@ -5,7 +5,7 @@ The driver, the producers, the learner's held-out evaluation, ``workers.precompu
 and the benchmarks all come here, so they agree on which corpus a config names (the
 synthetic one when ``data.path`` is empty), which speakers are held out, and how the
 feature cache is used (``data.feature_cache``: ``readwrite``, ``read`` or ``off``).
-Augmentation, when it comes, is one more stage of :meth:`RunData.source`.
+With augmentation on, producers read :meth:`RunData.waves` (cached speech) instead.
 
     data = RunData.open(cfg.data, cfg.synthetic)      # scan (manifest-cached) and split
     train = data.source(cfg.features)                 # features of any utterance of the corpus
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cluster.config import DataConfig, FeatureConfig, SyntheticConfig
-from workers.cache import FeatureSource, FeatureStore
+from workers.cache import FeatureSource, FeatureStore, WaveSource
 from workers.corpus import SpeakerDatabase
 
 MEMORY_BYTES = 256 << 20  # in-memory LRU of computed features per source
@@ -60,14 +60,21 @@ class RunData:
         train, held = db.split(data.eval_fraction, data.split_seed, data.min_eval_speakers)
         return cls(db, train, held, data)
 
-    def classes(self) -> np.ndarray:
+    def classes(self, copies: int = 1) -> np.ndarray:
         """Batch label (a speaker's index in the corpus, by sorted name: the same in every
         producer) -> the speaker's class among the training speakers (sorted), -1 for a
-        held-out one. What the classifier losses train on."""
-        out = np.full(len(self.db.speakers), -1, np.int32)
+        held-out one. What the classifier losses train on. With speed perturbation each
+        speaker has ``copies`` versions: label ``s + k * n`` is class ``c + k * n_train``."""
+        n, n_train = len(self.db.speakers), len(self.train)
+        out = np.full(n * copies, -1, np.int32)
         for k, name in enumerate(sorted(self.train)):
-            out[self.db.speaker_index[name]] = k
+            for copy in range(copies):
+                out[self.db.speaker_index[name] + copy * n] = k + copy * n_train
         return out
+
+    def waves(self, features: FeatureConfig) -> WaveSource:
+        """Speech waveforms of the corpus for augmenting producers, cached as configured."""
+        return WaveSource.for_corpus(self.db, features, self.cfg.feature_cache, self.cfg.cache_dir)
 
     def store(self, features: FeatureConfig) -> FeatureStore:
         return FeatureStore.for_corpus(self.db.root, features, self.cfg.cache_dir)

@@ -31,6 +31,7 @@ import numpy as np
 
 from cluster.batch import Batch
 from workers.audio import AudioError
+from workers.augment import SPEEDS, speed_perturb
 from workers.cache import FeatureSource
 from workers.corpus import CorpusError, SpeakerDatabase
 from workers.features import fit_frames
@@ -121,12 +122,43 @@ class BatchBuilder:
         dtype: str = "float16",
         worker_id: int = 0,
         spec: str = "",
+        augmenter: Any = None,
     ) -> None:
+        """With an ``augmenter`` (:class:`workers.augment.Augmenter`), ``source`` is a
+        :class:`~workers.cache.WaveSource`: segments are cropped from speech, augmented and
+        turned into log-mel here."""
         self.sampler, self.source, self.frames = sampler, source, frames
         self.dtype = np.dtype(dtype)
         self.worker_id, self.spec = worker_id, spec or source.cfg.fingerprint()
         self.seq = 0
         self.rejected: dict[str, int] = {}
+        self.augmenter = augmenter
+        c = source.cfg
+        self.samples = (frames - 1) * c.hop_length + c.win_length  # one segment of audio
+
+    def _augmented(self, index: int, speed: int, out: np.ndarray) -> None:
+        """Crop speech for ``frames`` frames at ``SPEEDS[speed]``, augment, log-mel, mask."""
+        rng, aug = self.sampler.rng, self.augmenter
+        wave = self.source.get(index)
+        factor = SPEEDS[speed]
+        need = int(np.ceil(self.samples * factor)) + 1
+        if len(wave) > need:
+            start = int(rng.integers(len(wave) - need + 1))
+            wave = wave[start : start + need]
+        x = np.resize(wave, need).astype(np.float32) / 32768.0  # a short one is tiled
+        x = aug.waveform(speed_perturb(x, factor, aug.sr), rng)
+        feats = self.source.logmel(np.pad(x, (0, max(0, self.samples - len(x)))))
+        out[...] = aug.spec_mask(fit_frames(feats, self.frames, 0), rng)
+
+    def _speeds(self, rows: int) -> np.ndarray:
+        """Per row, the speed index: one for each triplet's anchor and positive, one for its
+        negative."""
+        b = rows // 3
+        out = np.zeros(rows, np.int32)
+        for i in range(b):
+            out[i] = out[b + i] = self.augmenter.speed_index(self.sampler.rng)
+            out[2 * b + i] = self.augmenter.speed_index(self.sampler.rng)
+        return out
 
     def _segment(self, index: int, out: np.ndarray) -> None:
         feats = self.source.get(index)
@@ -139,14 +171,20 @@ class BatchBuilder:
         for _ in range(max_redraws):
             idx, labels = self.sampler.sample()
             features = np.empty((len(idx), self.frames, self.source.cfg.n_mels), self.dtype)
+            speeds = self._speeds(len(idx)) if self.augmenter else None
             try:
                 for row, i in enumerate(idx):
-                    self._segment(int(i), features[row])
+                    if speeds is None:
+                        self._segment(int(i), features[row])
+                    else:
+                        self._augmented(int(i), int(speeds[row]), features[row])
             except AudioError as exc:
                 self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
                 log.warning("worker %d skips %s", self.worker_id, exc)
                 self.sampler.discard(int(i), exc.reason)
                 continue  # re-draw the whole batch without the bad utterance
+            if speeds is not None:  # a speed-perturbed copy is another speaker
+                labels = (labels + speeds * len(self.sampler.db.speakers)).astype(np.int32)
             batch = Batch(
                 features,
                 labels,

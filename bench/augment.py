@@ -1,0 +1,109 @@
+"""Augmentation cost, measured in one run on real speech (the shared set, else the fixture):
+
+- per 4 s segment (base preset, 400 frames), one core: each stage (speed, reverberation,
+  noise, gain + SpecAugment) and the whole chain, next to the log-mel alone;
+- batches per second (32 triplets x 400 frames) delivered by 1 and by 2 Ray producers with
+  augmentation on (speech cache filled first).
+
+python bench/augment.py [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from bench.common import ROOT, SHARED_SPEECH, median, one_core, quiet_ray_env, report, timeit  # noqa: E402
+from bench.producers import throughput  # noqa: E402
+from cluster.config import load_config  # noqa: E402
+
+
+def stage_costs(cfg, speech: np.ndarray) -> dict:
+    from workers.augment import Augmenter, add_noise, coloured_noise, reverberate, speed_perturb
+    from workers.features import LogMel
+
+    logmel = LogMel(cfg.features)
+    n = (cfg.sampler.frames - 1) * cfg.features.hop_length + cfg.features.win_length
+    x = np.resize(speech, n).astype(np.float32)
+    aug = Augmenter(cfg.augment, cfg.features, cache_dir=cfg.data.cache_dir)
+    rng = np.random.default_rng(0)
+    rir, noise = aug.rirs[0], coloured_noise(n, rng)
+
+    def chain():
+        y = speed_perturb(np.resize(x, int(n * 1.1) + 1), 1.1, 16000)
+        y = aug.waveform(y[:n], rng)
+        return aug.spec_mask(logmel(y), rng)
+
+    ms = {
+        "logmel": lambda: logmel(x),
+        "speed_1.1": lambda: speed_perturb(x, 1.1, 16000),
+        "reverb": lambda: reverberate(x, rir),
+        "noise_coloured": lambda: add_noise(x, coloured_noise(n, rng), 10.0),
+        "noise_given": lambda: add_noise(x, noise, 10.0),
+        "spec_mask": lambda: aug.spec_mask(logmel(x), rng),
+        "whole_chain": chain,
+    }
+    return {k: round(1000 * median(timeit(f, repeat=60, warmup=5)), 3) for k, f in ms.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=20.0)
+    a = p.parse_args()
+    quiet_ray_env()
+    one_core()
+    speech_root = SHARED_SPEECH if SHARED_SPEECH.exists() else ROOT / "tests" / "data" / "speech"
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["VE_CACHE_DIR"] = cache
+        cfg = load_config(
+            "base",
+            [
+                f"data.path={speech_root}",
+                f"data.cache_dir={cache}",
+                "producer.queue_size=8",
+                "augment.enabled=true",
+                "augment.speed_prob=0.3",
+                "augment.reverb_prob=0.3",
+                "augment.noise_prob=0.5",
+            ],
+        )
+        from workers.audio import load_audio
+        from workers.rundata import RunData
+
+        data = RunData.open(cfg.data, cfg.synthetic)
+        costs = stage_costs(cfg, load_audio(data.db.abspath(0)))
+        waves = data.waves(cfg.features)  # fill the speech cache, as a first pass would
+        for i in range(len(data.db.utterances)):
+            try:
+                waves.get(i)
+            except Exception:  # noqa: BLE001 - bad files are skipped by producers too
+                pass
+        import ray
+
+        from cluster.ray_session import init_ray
+
+        init_ray(num_cpus=2, quiet=False)
+        one = throughput(cfg, 1, a.seconds, "aug-1")
+        two = throughput(cfg, 2, a.seconds, "aug-2")
+        ray.shutdown()
+    report(
+        {
+            "bench": "augment",
+            "segment_frames": cfg.sampler.frames,
+            "ms_per_segment": costs,
+            "chain_over_logmel": round(costs["whole_chain"] / costs["logmel"], 1),
+            "one_producer_batches_per_s": one["batches_per_s"],
+            "two_producers_batches_per_s": two["batches_per_s"],
+            "two_vs_one": round(two["batches_per_s"] / one["batches_per_s"], 2),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

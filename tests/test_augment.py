@@ -1,0 +1,137 @@
+"""Augmentation stages on known signals, the speech cache, and a reproducible stream."""
+
+from __future__ import annotations
+
+import json
+import queue
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cluster.config import AugmentConfig, FeatureConfig, load_config
+from workers.audio import load_audio
+from workers.augment import Augmenter, add_noise, reverberate, speed_perturb
+from workers.producer import BatchProducer
+from workers.rundata import RunData
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech(speech_subset) -> np.ndarray:
+    return load_audio(sorted((speech_subset / "libri_103").glob("*.flac"))[0])
+
+
+@pytest.mark.parametrize("snr", [0.0, 5.0, 17.5])
+def test_noise_is_added_at_the_asked_snr(speech, snr):
+    noise = np.random.default_rng(1).standard_normal(SR).astype(np.float32)  # tiled to length
+    y = add_noise(speech, noise, snr)
+    got = 10 * np.log10(np.mean(speech**2) / np.mean((y - speech) ** 2))
+    assert abs(got - snr) < 0.5
+
+
+def test_a_single_delta_impulse_response_leaves_the_signal_unchanged(speech):
+    rir = np.zeros(800, np.float32)
+    rir[37] = 0.6  # a delay and a level: both undone (aligned on the direct path, level kept)
+    np.testing.assert_allclose(reverberate(speech, rir), speech, atol=1e-5)
+    room = np.exp(-np.arange(4000) / 800.0) * np.random.default_rng(0).standard_normal(4000)
+    wet = reverberate(speech, room.astype(np.float32))
+    assert len(wet) == len(speech) and not np.allclose(wet, speech, atol=1e-3)
+
+
+def test_speed_1_1_shortens_by_1_over_1_1_and_raises_the_pitch():
+    t = np.arange(2 * SR) / SR
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    fast = speed_perturb(tone, 1.1, SR)
+    assert abs(len(fast) - len(tone) / 1.1) <= 2
+    peak = np.argmax(np.abs(np.fft.rfft(fast))) * SR / len(fast)
+    assert peak == pytest.approx(220, abs=2)
+    assert len(speed_perturb(tone, 0.9, SR)) == pytest.approx(len(tone) / 0.9, abs=2)
+
+
+def test_spec_masks_cover_at_most_their_widths():
+    cfg = AugmentConfig(time_masks=2, time_width=5, freq_masks=1, freq_width=4)
+    aug = Augmenter(cfg, FeatureConfig())
+    feats = np.arange(100 * 64, dtype=np.float32).reshape(100, 64)
+    out = aug.spec_mask(feats, np.random.default_rng(3))
+    masked = out == np.float32(feats.mean())
+    rows, cols = masked.all(axis=1).sum(), masked.all(axis=0).sum()
+    assert rows <= 10 and cols <= 4 and masked.sum() > 0
+    assert np.array_equal(out[~masked], feats[~masked])
+
+
+def test_noise_and_rir_folders_are_used(tmp_path, speech):
+    rng = np.random.default_rng(0)
+    (tmp_path / "noise" / "noise").mkdir(parents=True)
+    sf.write(tmp_path / "noise" / "noise" / "hum.wav", 0.1 * rng.standard_normal(SR), SR)
+    (tmp_path / "rirs" / "smallroom").mkdir(parents=True)
+    rir = np.exp(-np.arange(3000) / 500.0) * rng.standard_normal(3000)
+    sf.write(tmp_path / "rirs" / "smallroom" / "Room001-00001.wav", rir, SR)
+    cfg = AugmentConfig(
+        noise_dir=str(tmp_path / "noise"),
+        rir_dir=str(tmp_path / "rirs"),
+        noise_prob=1.0,
+        reverb_prob=1.0,
+        snr_low=10,
+        snr_high=10,
+        gain_db=0,
+    )
+    aug = Augmenter(cfg, FeatureConfig())
+    assert aug.describe()["noise_files"] == 1 and aug.describe()["rir_files"] == 1
+    y = aug.waveform(speech, np.random.default_rng(1))
+    assert len(y) == len(speech) and np.isfinite(y).all() and not np.allclose(y, speech)
+
+
+def test_simulated_rooms_are_made_once_and_reused(tmp_path):
+    from workers.augment import simulated_rirs
+
+    first = simulated_rirs(3, SR, seed=7, cache_dir=str(tmp_path))
+    assert len(first) == 3 and all(len(r) > 100 and np.isfinite(r).all() for r in first)
+    cached = list((tmp_path / "rirs").glob("simulated-*.npz"))
+    assert len(cached) == 1
+    again = simulated_rirs(3, SR, seed=7, cache_dir=str(tmp_path))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_speech_cache_and_a_stream_that_resumes_identically(synthetic_root, tmp_path):
+    cfg = load_config(
+        "smoke",
+        [
+            "augment.enabled=true",
+            "augment.speed_prob=0.5",
+            f"data.cache_dir={tmp_path}",
+            "sampler.triplets=4",
+        ],
+    )
+    q: queue.Queue = queue.Queue()
+    first = BatchProducer.from_config(cfg, 0, q)
+    first.run(max_batches=3)
+    batches = [q.get() for _ in range(3)]
+    waves = list((tmp_path / "waves").rglob("*.npy"))
+    assert waves and np.load(waves[0]).dtype == np.int16  # speech cached, int16
+    n = len(RunData.open(cfg.data, cfg.synthetic).db.speakers)
+    assert batches[0].speakers.max() < 3 * n  # speed copies are labelled as other speakers
+    assert any((b.speakers >= n).any() for b in batches)
+
+    again = BatchProducer.from_config(cfg, 0, q)
+    assert again.source.computed == 0
+    again.sampler.set_state(json.loads(batches[0].sampler_state))
+    again.run(max_batches=2)
+    for want in batches[1:]:
+        got = q.get()
+        np.testing.assert_array_equal(got.features, want.features)
+        np.testing.assert_array_equal(got.speakers, want.speakers)
+    # Only cached speech was read: nothing decoded again for the same utterances.
+    assert again.source.computed <= first.source.computed
+
+
+def test_classes_cover_the_speed_copies(synthetic_root):
+    cfg = load_config("smoke")
+    data = RunData.open(cfg.data, cfg.synthetic)
+    n, n_train = len(data.db.speakers), len(data.train)
+    table = data.classes(3)
+    assert len(table) == 3 * n
+    assert sorted(table[table >= 0]) == list(range(3 * n_train))
+    s = data.db.speaker_index[sorted(data.train)[0]]
+    assert table[s] == 0 and table[s + n] == n_train and table[s + 2 * n] == 2 * n_train
