@@ -40,22 +40,10 @@ import redis
 log = logging.getLogger(__name__)
 
 RUNS = "ve:runs"
-TRAIN_FIELDS = (
-    "step",
-    "loss",
-    "cos_ap",
-    "cos_an",
-    "active",
-    "lr",
-    "step_s",
-    "wait_s",
-    "build_s",
-    "queue_depth",
-)
-EVAL_FIELDS = (
-    "step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold", "min_dcf_01",
-    "min_dcf_05", "trials", "eval_s",
-)  # fmt: skip
+TRAIN_FIELDS = ("step", "loss", "cos_ap", "cos_an", "active", "lr", "step_s", "wait_s",
+                "build_s", "queue_depth", "triplet_loss", "cls_loss", "cls_accuracy")  # fmt: skip
+EVAL_FIELDS = ("step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold",
+               "min_dcf_01", "min_dcf_05", "trials", "eval_s")  # fmt: skip
 PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
 
 
@@ -174,7 +162,8 @@ class MetricsWriter:
             self._buf.append(entry)
 
     def train(self, record: dict[str, Any]) -> None:
-        self._push(train_key(self.run_id), {k: record.get(k) for k in TRAIN_FIELDS})
+        fields = {k: record[k] for k in TRAIN_FIELDS if record.get(k) is not None}
+        self._push(train_key(self.run_id), fields)
 
     def eval(self, step: int, result: dict[str, Any]) -> None:
         fields = {k: result[k] for k in EVAL_FIELDS if result.get(k) is not None}

@@ -16,13 +16,22 @@ A run with ``learner.average_last=N`` does this itself when it reaches
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from learner.checkpoint import Checkpoint, CheckpointError, CheckpointManager
+from learner.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    assign_arrays,
+    variables_to_arrays,
+)
 from learner.cli import guarded
+
+log = logging.getLogger(__name__)
 
 
 def average_weights(ckpts: list[Checkpoint]) -> dict[str, np.ndarray]:
@@ -60,6 +69,37 @@ def write_average(
     out = CheckpointManager(run / "averaged", keep=1)
     ckpt = out.save(newest.step, average_weights(used), {}, state, best=True)
     return ckpt, used
+
+
+def end_of_run(learner) -> dict | None:
+    """The mean of a learner's last ``learner.average_last`` checkpoints (the current
+    weights saved first), evaluated on its held-out speakers and written to
+    ``<run>/averaged/`` with that evaluation's threshold; the learner keeps its weights."""
+    if learner.checkpoints is None or learner.diverged:
+        return None
+    latest = learner.checkpoints.latest()
+    if latest is None or latest.step != learner.step:
+        learner.save("final")
+    used = learner.checkpoints.all()[-learner.cfg.learner.average_last :]
+    if len(used) < 2:
+        log.info("not averaging: %d checkpoint(s)", len(used))
+        return None
+    current = variables_to_arrays(learner.model.variables)
+    assign_arrays(learner.model.variables, average_weights(used), "averaged weights")
+    result = learner.evaluator(learner.embed).as_dict() if learner.evaluator else {}
+    assign_arrays(learner.model.variables, current, "current weights")
+    extra = {"averaged_eval": result, **({"threshold": result["threshold"]} if result else {})}
+    ckpt, _ = write_average(learner.checkpoints.dir.parent, len(used), extra)
+    averaged = {"path": str(ckpt.path), "from": [c.step for c in used], **result}
+    if result:
+        log.info(
+            "averaged model of steps %s: held-out EER %.2f%% (last %.2f%%)",
+            averaged["from"],
+            100 * result["eer"],
+            100 * learner.last_eval.get("eer", float("nan")),
+        )
+    learner.metrics.event("average", averaged)
+    return averaged
 
 
 def main(argv: list[str] | None = None) -> int:

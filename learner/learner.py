@@ -32,13 +32,10 @@ from learner.checkpoint import (
     assign_arrays,
     variables_to_arrays,
 )
-from learner.heldout import HeldOutEval
+from learner.heldout import CollapseWatch, HeldOutEval
 from learner.train_step import TrainStep, configure
 
 log = logging.getLogger(__name__)
-
-COLLAPSE_SPREAD = 1e-3  # 1 - mean pairwise cosine of anchors below this: all embeddings alike
-COLLAPSE_STEPS = 20
 
 
 class TrainingDiverged(RuntimeError):
@@ -79,8 +76,7 @@ class Learner:
         self.last_eval: dict[str, float] = {}
         self.sampler_states: dict[str, str] = {}
         self.diverged = False
-        self.collapsed = False
-        self._low_spread = 0
+        self.collapse = CollapseWatch(metrics)
         self.totals = {"wait": 0.0, "step": 0.0, "build": 0.0, "steps": 0}
         self.recent: deque[dict[str, float]] = deque(maxlen=200)
 
@@ -118,38 +114,10 @@ class Learner:
         return self.summary()
 
     def average(self) -> dict[str, Any] | None:
-        """The end-of-run model: the mean of the last ``learner.average_last`` checkpoints,
-        written to ``<run>/averaged/`` and evaluated on the held-out speakers."""
-        if self.checkpoints is None or self.diverged:
-            return None
-        from learner.average import average_weights, write_average
+        """The end-of-run model: see :func:`learner.average.end_of_run`."""
+        from learner.average import end_of_run
 
-        latest = self.checkpoints.latest()
-        if latest is None or latest.step != self.step:
-            self.save("final")
-        used = self.checkpoints.all()[-self.cfg.learner.average_last :]
-        if len(used) < 2:
-            log.info("not averaging: %d checkpoint(s)", len(used))
-            return None
-        current = variables_to_arrays(self.model.variables)
-        assign_arrays(self.model.variables, average_weights(used), "averaged weights")
-        result = {}
-        if self.evaluator is not None:
-            result = self.evaluator(self.embed).as_dict()
-        assign_arrays(self.model.variables, current, "current weights")
-        extra = {"averaged_eval": result}
-        if result:
-            extra["threshold"] = result["threshold"]
-        ckpt, _ = write_average(self.checkpoints.dir.parent, len(used), extra)
-        self.averaged = {"path": str(ckpt.path), "from": [c.step for c in used], **result}
-        if result:
-            log.info(
-                "averaged model of steps %s: held-out EER %.2f%% (last %.2f%%)",
-                self.averaged["from"],
-                100 * result["eer"],
-                100 * self.last_eval.get("eer", float("nan")),
-            )
-        self.metrics.event("average", self.averaged)
+        self.averaged = end_of_run(self) or self.averaged
         return self.averaged
 
     def train_batch(self, batch: Batch, waited: float = 0.0) -> dict[str, float]:
@@ -157,6 +125,9 @@ class Learner:
         batch.validate(
             spec=self.spec, triplets=s.triplets, frames=s.frames, n_mels=self.cfg.features.n_mels
         )
+        if self.cfg.learner.max_minutes:  # time spent so far, across resumes
+            spent = self.totals["wait"] + self.totals["step"]
+            self.train_step.set_progress(spent / (60 * self.cfg.learner.max_minutes))
         lr = self.train_step.lr()
         t0 = time.perf_counter()
         out = self.train_step(batch.features, batch.speakers)
@@ -169,7 +140,7 @@ class Learner:
                 f"checkpoint is {last.path if last else 'none (none was written yet)'}; "
                 f"resume from it with a lower learning rate (--set learner.lr=...)"
             )
-        self._check_collapse(out["spread"])
+        self.collapse.observe(out["spread"], self.step)
         if batch.sampler_state:
             self.sampler_states[str(batch.worker_id)] = batch.sampler_state
         record = {
@@ -189,21 +160,6 @@ class Learner:
         self.recent.append(record)
         self.metrics.train(record)
         return record
-
-    def _check_collapse(self, spread: float) -> None:
-        self._low_spread = self._low_spread + 1 if spread < COLLAPSE_SPREAD else 0
-        if self._low_spread >= COLLAPSE_STEPS and not self.collapsed:
-            self.collapsed = True
-            log.warning(
-                "embeddings have collapsed: for %d steps every anchor embedding is the "
-                "same (mean pairwise cosine > %.3f). Lower the learning rate or use "
-                "learner.mining=semihard.",
-                COLLAPSE_STEPS,
-                1 - COLLAPSE_SPREAD,
-            )
-            self.metrics.event("collapse", {"step": self.step})
-        elif self._low_spread == 0:
-            self.collapsed = False
 
     # -- evaluation -------------------------------------------------------------------------
     def embed(self, features: np.ndarray) -> np.ndarray:
@@ -331,7 +287,7 @@ class Learner:
             "wait_share": t["wait"] / busy if busy else 0.0,
             "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
             "last_eval": self.last_eval,
-            "collapsed": self.collapsed,
+            "collapsed": self.collapse.collapsed,
             "averaged": self.averaged,
             "tracing_count": self.train_step.tracing_count,
             "totals": dict(self.totals),

@@ -178,18 +178,31 @@ def classification_loss(cos, classes, margin: float = 0.0, scale: float = 30.0):
 # -- the learning-rate schedule -----------------------------------------------------------
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak`` over ``warmup`` steps, then ``constant``, or
-    ``cosine`` / ``exponential`` decay to ``peak * floor`` at ``total`` steps."""
+    ``cosine`` / ``exponential`` decay to ``peak * floor`` at ``total`` steps.
+
+    ``progress`` (a variable in [0, 1], for a run limited by wall time) moves the decay
+    along at least as fast as the share of the time budget spent, so the schedule ends
+    with the run whichever limit comes first."""
 
     def __init__(
-        self, peak: float, total: int, warmup: int = 0, kind: str = "constant", floor: float = 0.01
+        self,
+        peak: float,
+        total: int,
+        warmup: int = 0,
+        kind: str = "constant",
+        floor: float = 0.01,
+        progress=None,
     ) -> None:
         self.peak, self.total, self.warmup, self.kind, self.floor = peak, total, warmup, kind, floor
+        self.progress = progress
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = self.peak * ops.minimum(1.0, (step + 1.0) / max(self.warmup, 1))
         span = max(self.total - self.warmup, 1)
         t = ops.clip((step - self.warmup) / span, 0.0, 1.0)
+        if self.progress is not None:
+            t = ops.maximum(t, ops.cast(self.progress, "float32"))
         if self.kind == "cosine":
             decayed = self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + ops.cos(math.pi * t)))
         elif self.kind == "exponential":

@@ -58,7 +58,12 @@ def configure(device: str, mixed: bool) -> None:
 
 
 def schedule(cfg: LearnerConfig) -> WarmupDecay:
-    return WarmupDecay(cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.lr_floor)
+    """The run's schedule; with ``max_minutes`` it also follows the share of time spent
+    (``TrainStep.set_progress``)."""
+    progress = tf.Variable(0.0, trainable=False, name="time_progress") if cfg.max_minutes else None
+    return WarmupDecay(
+        cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.schedule, cfg.lr_floor, progress
+    )
 
 
 class TrainStep:
@@ -137,6 +142,11 @@ class TrainStep:
 
     def embed(self, features) -> tf.Tensor:
         return self._embed(tf.convert_to_tensor(features, tf.float32)).numpy()
+
+    def set_progress(self, share: float) -> None:
+        """Share of ``learner.max_minutes`` spent training (the schedule decays with it)."""
+        if self.schedule.progress is not None:
+            self.schedule.progress.assign(min(max(share, 0.0), 1.0))
 
     def lr(self, step: int | None = None) -> float:
         """The learning rate the schedule gives ``step`` (default: the next step)."""

@@ -102,6 +102,9 @@ def write_run(url: str, run_id: str, steps: int, start: int = 0, evals: bool = T
                 "wait_s": 0.01,
                 "build_s": 0.005,
                 "queue_depth": 4,
+                "triplet_loss": 0.05,
+                "cls_loss": 2.0,
+                "cls_accuracy": 0.25,
             }
         )
         if s % 10 == 0:

@@ -143,7 +143,7 @@ def test_collapse_is_detected(cfg, batches, caplog):
     dense.kernel.assign(np.zeros(dense.kernel.shape, "float32"))
     dense.bias.assign(np.ones(dense.bias.shape, "float32"))
     learner.fit((batches * 3)[:22])
-    assert learner.collapsed
+    assert learner.collapse.collapsed
     assert "embeddings have collapsed" in caplog.text
 
 

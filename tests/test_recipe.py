@@ -150,3 +150,15 @@ def test_average_command_and_refusals(setup, tmp_path, capsys):
     assert "averaged ckpt-00000002, ckpt-00000004" in capsys.readouterr().out
     assert main([str(tmp_path / "nothing")]) == 2
     assert "averaging needs 2 or more" in capsys.readouterr().err
+
+
+def test_a_time_limited_schedule_decays_with_the_time_spent():
+    import keras
+
+    spent = keras.Variable(0.0, trainable=False)
+    sched = WarmupDecay(1e-3, 100_000, warmup=0, kind="cosine", floor=0.01, progress=spent)
+    assert float(sched(10)) == pytest.approx(1e-3, rel=1e-3)  # few steps, little time
+    spent.assign(0.5)  # half the time budget gone: half way down, whatever the step
+    assert float(sched(10)) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5), rel=1e-4)
+    spent.assign(1.0)
+    assert float(sched(10)) == pytest.approx(1e-5, rel=1e-3)
