@@ -49,8 +49,7 @@ class RunRegistry:
         self._producers: dict[int, str] = {}
         self._starts: dict[int, int] = {}
         self._decoding: dict[int, str] = {}  # worker id -> file it is decoding now
-        self._strikes: dict[str, int] = {}
-        self._quarantine: set[str] = set()
+        self._strikes: dict[str, int] = {}  # file -> producer deaths while decoding it
 
     def info(self) -> dict[str, Any]:
         return {
@@ -83,13 +82,11 @@ class RunRegistry:
         key = self._decoding.pop(worker_id, None)
         if n and key is not None:
             self._strikes[key] = self._strikes.get(key, 0) + 1
-            if self._strikes[key] >= QUARANTINE_STRIKES:
-                self._quarantine.add(key)
         return n
 
     def decoding(self, worker_id: int, key: str) -> bool:
         """A producer is about to decode ``key``; False when the file is quarantined."""
-        if key in self._quarantine:
+        if self._strikes.get(key, 0) >= QUARANTINE_STRIKES:
             return False
         self._decoding[worker_id] = key
         return True
@@ -102,7 +99,7 @@ class RunRegistry:
         return dict(self._strikes)
 
     def quarantined(self) -> list[str]:
-        return sorted(self._quarantine)
+        return sorted(k for k, n in self._strikes.items() if n >= QUARANTINE_STRIKES)
 
     def register_producer(self, worker_id: int, actor_name: str) -> None:
         self._producers[worker_id] = actor_name

@@ -116,9 +116,7 @@ class LearnerActor:
     def finish(self) -> dict[str, Any] | None:
         """The end-of-run model (``learner.average_last``) for a run ended before max_steps."""
         with self.lock:
-            if self.learner.cfg.learner.average_last >= 2 and self.learner.averaged is None:
-                return self.learner.average()
-            return None
+            return self.learner.average()
 
     def save(self, reason: str = "exit") -> str | None:
         with self.lock:

@@ -109,15 +109,17 @@ class Learner:
                 self.save("periodic")
             elif lc.checkpoint_minutes and time.time() - self.saved_at > 60 * lc.checkpoint_minutes:
                 self.save("timed")  # slow steps (base on a CPU): never hours of work at risk
-        if self.step >= lc.max_steps and lc.average_last >= 2 and self.averaged is None:
+        if self.step >= lc.max_steps:
             self.average()
         return self.summary()
 
     def average(self) -> dict[str, Any] | None:
-        """The end-of-run model: see :func:`learner.average.end_of_run`."""
-        from learner.average import end_of_run
+        """The end-of-run model, made once when ``learner.average_last`` asks for one: see
+        :func:`learner.average.end_of_run`."""
+        if self.cfg.learner.average_last >= 2 and self.averaged is None:
+            from learner.average import end_of_run
 
-        self.averaged = end_of_run(self) or self.averaged
+            self.averaged = end_of_run(self)
         return self.averaged
 
     def train_batch(self, batch: Batch, waited: float = 0.0) -> dict[str, float]:

@@ -122,13 +122,11 @@ def _av_blocks(path: str | Path, sample_rate: int, seconds: float) -> Iterator[n
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Decode ``path`` to float32 mono at ``sample_rate``; raise an :class:`AudioError`."""
-    if _ffmpeg(path):
-        blocks = list(_av_blocks(path, sample_rate, 3600.0))
+    if _ffmpeg(path):  # FFmpeg down-mixes and resamples; blocks are checked as they come
+        blocks = list(audio_blocks(path, sample_rate, 3600.0))
         signal = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
         if signal.size == 0:
             raise EmptyAudio(path, "no samples")
-        if not np.isfinite(signal).all():
-            raise UnreadableAudio(path, "samples contain NaN or infinity")
         return np.ascontiguousarray(signal, dtype=np.float32)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)

@@ -17,7 +17,7 @@ from cluster.config import RunConfig, config_from_dict
 from cluster.metrics import MetricsWriter
 from cluster.queue import Envelope, attach_queue
 from cluster.ray_session import NAMESPACE
-from cluster.registry import attach_registry
+from cluster.registry import QUARANTINE_STRIKES, attach_registry
 from workers.producer import BatchProducer
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ class ProducerActor:
 
     def _report_strikes(self, registry: Any) -> None:
         strikes = ray.get(registry.strikes.remote())
-        quarantined = set(ray.get(registry.quarantined.remote()))
+        quarantined = sorted(k for k, n in strikes.items() if n >= QUARANTINE_STRIKES)
         for key, n in sorted(strikes.items()):
             state = "quarantined for this run" if key in quarantined else "watched"
             log.warning("%s was being decoded when a producer died (%d time(s)): %s", key, n, state)
         if quarantined:
-            self.producer.metrics.event("quarantined", {"files": sorted(quarantined)})
+            self.producer.metrics.event("quarantined", {"files": quarantined})
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
         stats = self.producer.run(max_batches)
