@@ -67,22 +67,6 @@ def events_key(run: str) -> str:
     return f"ve:run:{run}:events"
 
 
-def rewind(client: redis.Redis, run_id: str, step: int) -> int:
-    """Delete the run's train and eval entries of steps after ``step``: what a learner wrote
-    after its last checkpoint and lost when it was killed. A resumed learner writes those
-    steps again, so every step is in the series once and in order. Returns entries deleted."""
-    deleted = 0
-    for key in (train_key(run_id), eval_key(run_id)):
-        while True:
-            tail = client.xrevrange(key, count=500)
-            late = [entry_id for entry_id, f in tail if float(f.get("step", "nan")) > step]
-            if late:
-                deleted += client.xdel(key, *late)
-            if len(late) < len(tail) or not tail:
-                break
-    return deleted
-
-
 def public_url(url: str) -> str:
     """``url`` without its password, fit for config files, logs and the metrics store."""
     parts = urlsplit(url)
@@ -195,6 +179,17 @@ class MetricsWriter:
         except redis.RedisError as exc:
             self._unreachable(exc)
 
+    def unsent(self) -> list[dict[str, Any]]:
+        """The train and eval entries still buffered, oldest first, as ``{"stream", "fields"}``:
+        what a checkpoint written while Redis is unreachable carries (``cluster.rewind``)."""
+        streams = {train_key(self.run_id): "train", eval_key(self.run_id): "eval"}
+        with self._lock:
+            return [
+                {"stream": streams[key], "fields": dict(fields)}
+                for _, key, fields in self._buf
+                if key in streams
+            ]
+
     # -- sending -----------------------------------------------------------------------------
     def _connect(self) -> redis.Redis:
         if self._client is None:
@@ -284,6 +279,9 @@ class NullMetrics:
 
     def flush(self) -> bool:
         return True
+
+    def unsent(self) -> list[dict[str, Any]]:
+        return []
 
     def close(self, timeout: float = 5.0) -> None:
         pass

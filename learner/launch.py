@@ -20,10 +20,11 @@ import ray
 import redis
 
 from cluster.config import RunConfig
-from cluster.metrics import NULL_METRICS, MetricsWriter, connect, rewind
+from cluster.metrics import NULL_METRICS, MetricsWriter, connect
 from cluster.queue import create_queue
 from cluster.ray_session import init_ray, spare_cpus
 from cluster.registry import create_registry
+from cluster.rewind import resume_series
 from cluster.runs import RunDir
 from learner.actor import LearnerActor
 from learner.checkpoint import Checkpoint, CheckpointManager
@@ -90,17 +91,22 @@ class Launch:
         )
         self.writer.event("start", {"resume": str(self.resume.path) if self.resume else None})
         if self.resume is not None:
-            self._rewind(self.resume.step)
+            self._rewind(self.resume)
 
-    def _rewind(self, step: int) -> None:
-        """Forget the metrics of steps after ``step`` (see ``cluster.metrics.rewind``)."""
+    def _rewind(self, ckpt: Checkpoint) -> None:
+        """Put the metric series back to ``ckpt`` (see ``cluster.rewind``)."""
+        step, unsent = ckpt.step, ckpt.state().get("unsent_metrics")
         try:
-            n = rewind(connect(self.url), self.run_id, step)
+            deleted, added = resume_series(connect(self.url), self.run_id, step, unsent)
         except redis.RedisError as exc:
             log.warning("could not rewind the metric series to step %d: %s", step, exc)
             return
-        if n:
-            log.info("metrics: dropped %d entries written after the checkpoint at step %d", n, step)
+        if deleted:
+            log.info(
+                "metrics: dropped %d entries written after the checkpoint at step %d", deleted, step
+            )
+        if added:
+            log.info("metrics: added %d entries the checkpoint at step %d kept", added, step)
 
     def start(self, address: str | None = None, cpus: int | None = None) -> dict[str, Any]:
         """Connect to Ray and start the run's actors; returns the learner's ``info()``."""
@@ -173,7 +179,7 @@ class Launch:
             ray.kill(self.actor, no_restart=True)
         self.writer.event("restart", {"step": ckpt.step, "restart": self.restarts, "why": why})
         self.writer.flush()
-        self._rewind(ckpt.step)
+        self._rewind(ckpt)
         self.actor = self._learner(ckpt)
         return ray.get(self.actor.info.remote())
 

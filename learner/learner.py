@@ -231,12 +231,14 @@ class Learner:
         # Every step up to this checkpoint reaches the store before the checkpoint exists:
         # after a kill, a resumed run rewinds the series to its checkpoint, and nothing
         # before it may be missing.
-        self.metrics.flush()
+        # When Redis is unreachable the entries still buffered travel inside the checkpoint
+        # (cluster.rewind.resume_series adds them to the store when a run resumes from it).
+        unsent = [] if self.metrics.flush() else self.metrics.unsent()
         ckpt = self.checkpoints.save(
             self.step,
             variables_to_arrays(self.model.variables),
             variables_to_arrays(self.train_step.optimizer.variables),
-            {**self.state(), "reason": reason},
+            {**self.state(), "reason": reason, "unsent_metrics": unsent},
             best=best,
             extra=self._head_arrays(),
         )

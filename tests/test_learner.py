@@ -226,3 +226,36 @@ def test_a_reader_during_a_resave_never_breaks_the_save(tmp_path, monkeypatch):
     assert seen == [["4", "periodic", "3.0"]]  # the reader got a whole checkpoint
     assert again.state()["reason"] == "exit"
     assert [c.path.name for c in mgr.all()] == ["ckpt-00000004"]
+
+
+def test_steps_unsent_at_a_checkpoint_reach_the_store_after_a_resume(cfg, batches, tmp_path):
+    """The CI failure of stop 13: a killed driver takes the embedded Redis with it (parent-death
+    signal) while its learner lives on for a moment and writes one more checkpoint. The steps
+    whose metrics could not be sent travel inside that checkpoint and reach the store when the
+    run resumes from it: every step once, in order."""
+    from urllib.parse import urlsplit
+
+    from cluster import metrics as M
+    from cluster.redis_server import EmbeddedRedis
+    from cluster.rewind import resume_series
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    first = Learner(cfg, tmp_path / "run", metrics=M.MetricsWriter(url, "u", flush_interval=60))
+    first.fit(batches[:4])  # ckpt-4: steps 1..4 sent before it exists
+    server.stop()
+    first.fit(batches[4:8])  # ckpt-8: Redis is gone, steps 5..8 are not in the store
+    first.metrics._stop.set()  # the learner is killed: its writer never sends again
+    first.metrics._wake.set()
+    server.start(port=urlsplit(url).port)
+    ckpt = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
+    assert ckpt.step == 8
+
+    resume_series(M.connect(url), "u", ckpt.step, ckpt.state().get("unsent_metrics"))
+    resumed = Learner(cfg, tmp_path / "run", metrics=M.MetricsWriter(url, "u"))
+    resumed.restore(ckpt)
+    resumed.fit(batches[:2])
+    resumed.metrics.close()
+    steps = [int(f["step"]) for _, f in M.connect(url).xrange(M.train_key("u"))]
+    server.stop()
+    assert steps == list(range(1, 11))

@@ -16,6 +16,7 @@ from cluster import metrics as M
 from cluster.config import load_config
 from cluster.metrics import MetricsWriter
 from cluster.redis_server import EmbeddedRedis
+from cluster.rewind import resume_series, rewind
 from cluster.validate import ConfigError
 from dashboard.app import Dashboard
 from dashboard.series import minmax
@@ -182,7 +183,7 @@ def test_a_rewound_series_has_every_step_once_in_order(redis_server):
     write_run(url, "rw", 60)  # evals at 50; the learner dies after step 60
     series = RunSeries("rw")
     series.refresh(client)
-    assert M.rewind(client, "rw", 40) == 20 + 1  # steps 41..60 and the eval at step 50
+    assert rewind(client, "rw", 40) == 20 + 1  # steps 41..60 and the eval at step 50
     assert [int(f["step"]) for _, f in client.xrange(M.train_key("rw"))] == list(range(1, 41))
     write_run(url, "rw", 30, start=40)  # the resumed learner: steps 41..70 again
     series.refresh(client)
@@ -191,6 +192,26 @@ def test_a_rewound_series_has_every_step_once_in_order(redis_server):
     assert series.train.array("loss")[-1] == float(
         client.xrevrange(M.train_key("rw"), count=1)[0][1]["loss"]
     )
+
+
+def test_a_checkpoints_unsent_entries_are_added_once(redis_server):
+    """A send that reached Redis but failed for the sender leaves entries both in the store
+    and in the checkpoint's ``unsent_metrics``: they are not added twice, the missing ones are
+    added in order, and entries that are not train/eval entries of a step are refused."""
+    _, url = redis_server
+    client = M.connect(url)
+    write_run(url, "us", 12, evals=False)  # steps 1..12 reached the store
+    unsent = [{"stream": "train", "fields": {"step": s, "loss": 0.5}} for s in range(11, 16)]
+    unsent += [
+        {"stream": "eval", "fields": {"step": 15, "eer": 0.2}},
+        {"stream": "meta", "fields": {"step": 14}},  # not a series
+        {"stream": "train", "fields": {"loss": 1.0}},  # no step
+        {"stream": "train", "fields": {"step": 99, "loss": 1.0}},  # after the checkpoint
+    ]
+    assert resume_series(client, "us", 15, unsent) == (0, 4)  # train 13..15, eval 15
+    assert [int(f["step"]) for _, f in client.xrange(M.train_key("us"))] == list(range(1, 16))
+    assert [f["eer"] for _, f in client.xrange(M.eval_key("us"))] == ["0.2"]
+    assert resume_series(client, "us", 15, unsent) == (0, 0)  # a second resume adds nothing
 
 
 def test_minmax_keeps_spikes():
