@@ -119,6 +119,22 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
     assert producer.source.computed == 0
 
 
+def test_precompute_fills_the_speech_cache_augmenting_producers_read(
+    ray_session, speech_subset, tmp_path
+):
+    from workers.cache import WaveSource, speech_int16
+
+    cfg = load_config("smoke").features
+    db = SpeakerDatabase.scan(speech_subset)
+    totals = precompute(db, cfg, str(tmp_path), progress=False, waves=True)
+    assert totals == {"already": 0, "done": len(db.utterances)}
+    assert not (tmp_path / "features").exists()  # the feature cache is not what was filled
+    source = WaveSource.for_corpus(db, cfg, "read", str(tmp_path))
+    for i in (0, len(db.utterances) - 1):
+        np.testing.assert_array_equal(source.get(i), speech_int16(db, i, cfg))
+    assert source.computed == 0  # read from the cache, decoded by nobody here
+
+
 def test_autoscaler_adds_a_producer_when_the_learner_starves(ray_session, redis_server):
     from cluster import metrics as M
     from cluster.metrics import MetricsWriter

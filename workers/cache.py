@@ -64,6 +64,12 @@ class FeatureStore:
         key = corpus_key(Path(corpus))
         return cls(default_cache_root(cache_dir) / "features" / key / cfg.fingerprint())
 
+    @classmethod
+    def for_waves(cls, corpus: Path, cfg: FeatureConfig, cache_dir: str = "") -> FeatureStore:
+        """The store of ``corpus``'s speech waveforms (int16) that augmenting producers read."""
+        key = corpus_key(Path(corpus))
+        return cls(default_cache_root(cache_dir) / "waves" / key / wave_spec(cfg))
+
     def key(self, utt: Utterance) -> str:
         """The entry of one version of a file: its path, size and mtime, as in the manifest.
         A file replaced by other audio, or a rejected file repaired, gets a fresh entry."""
@@ -280,11 +286,7 @@ class WaveSource(FeatureSource):
 
     @classmethod
     def for_corpus(cls, db: SpeakerDatabase, cfg: FeatureConfig, mode: str, cache_dir: str = ""):
-        store = None
-        if mode != "off":
-            store = FeatureStore(
-                default_cache_root(cache_dir) / "waves" / corpus_key(db.root) / wave_spec(cfg)
-            )
+        store = None if mode == "off" else FeatureStore.for_waves(db.root, cfg, cache_dir)
         return cls(db, cfg, store, write_cache=mode == "readwrite")
 
     def compute(self, index: int) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Extract every utterance's log-mel features once, in parallel over Ray, into the feature cache.
+"""Extract every utterance's log-mel features once, in parallel over Ray, into the feature cache
+(or, with ``--waves``, its decoded speech into the waveform cache that producers read when
+they augment audio: ``augment.enabled=true``).
 
 Resumable (files already done or already rejected are skipped) and safe to
 kill (each entry is written under a temporary name and renamed into place).
@@ -8,6 +10,7 @@ Examples:
     python -m workers.precompute --data ~/LibriSpeech/train-clean-100
     python -m workers.precompute --data /corpora/vox1 --set features.dtype=float32
     python -m workers.precompute --data /corpora/vox1 --address auto   # on a Ray cluster
+    python -m workers.precompute --data /corpora/vox2 --waves          # for augmentation
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tqdm import tqdm
 from cluster.config import ConfigError, FeatureConfig, load_config
 from cluster.ray_session import init_ray
 from workers.audio import AudioError
-from workers.cache import FeatureStore, extract
+from workers.cache import FeatureStore, extract, speech_int16
 from workers.corpus import CorpusError, SpeakerDatabase, Utterance
 from workers.features import LogMel
 from workers.rundata import RunData
@@ -35,9 +38,15 @@ log = logging.getLogger(__name__)
 
 
 def extract_chunk(
-    root: str, layout: str, utts: list[Utterance], store_root: str, features: dict[str, Any]
+    root: str,
+    layout: str,
+    utts: list[Utterance],
+    store_root: str,
+    features: dict[str, Any],
+    waves: bool = False,
 ) -> dict[str, int]:
-    """Extract ``utts`` (paths relative to ``root``) into the store; counts by outcome."""
+    """Extract ``utts`` (paths relative to ``root``) into the store: log-mel features, or with
+    ``waves`` the int16 speech; counts by outcome."""
     cfg = FeatureConfig(**features)
     db = SpeakerDatabase(Path(root), layout, utts)
     store, logmel = FeatureStore(store_root), LogMel(cfg)
@@ -47,7 +56,7 @@ def extract_chunk(
             counts["done"] += 1
             continue
         try:
-            store.save(utt, extract(db, i, cfg, logmel))
+            store.save(utt, speech_int16(db, i, cfg) if waves else extract(db, i, cfg, logmel))
             counts["done"] += 1
         except AudioError as exc:
             log.warning("skipping %s", exc)
@@ -62,9 +71,11 @@ def precompute(
     cache_dir: str = "",
     chunk: int = 32,
     progress: bool = True,
+    waves: bool = False,
 ) -> dict[str, int]:
-    """Fill the cache for ``db`` using the connected Ray cluster; returns outcome counts."""
-    store = FeatureStore.for_corpus(db.root, cfg, cache_dir)
+    """Fill the cache for ``db`` (the waveform cache with ``waves``) using the connected Ray
+    cluster; returns outcome counts."""
+    store = (FeatureStore.for_waves if waves else FeatureStore.for_corpus)(db.root, cfg, cache_dir)
     todo = [u for u in db.utterances if store.status(u) is None]
     totals = {"already": len(db.utterances) - len(todo), "done": 0}
     if not todo:
@@ -72,11 +83,17 @@ def precompute(
     task = ray.remote(num_cpus=1, max_retries=3)(extract_chunk)
     pending = {
         task.remote(
-            str(db.root), db.layout, todo[i : i + chunk], str(store.root), dataclasses.asdict(cfg)
+            str(db.root),
+            db.layout,
+            todo[i : i + chunk],
+            str(store.root),
+            dataclasses.asdict(cfg),
+            waves,
         ): len(todo[i : i + chunk])
         for i in range(0, len(todo), chunk)
     }
-    with tqdm(total=len(todo), unit="utt", desc="features", disable=not progress) as bar:
+    desc = "speech" if waves else "features"
+    with tqdm(total=len(todo), unit="utt", desc=desc, disable=not progress) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -101,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a config field, e.g. features.dtype=float32",
     )
+    p.add_argument(
+        "--waves",
+        action="store_true",
+        help="fill the speech waveform cache (what producers read with augment.enabled=true) "
+        "instead of the feature cache",
+    )
     p.add_argument("--cache-dir", default="", help="cache root (default ~/.cache/voice-embeddings)")
     p.add_argument("--address", default=None, help="Ray address ('auto' to join a cluster)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray instance")
@@ -117,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     print(db.summary(), file=sys.stderr)
     init_ray(a.address, num_cpus=a.cpus)
     t0 = time.time()
-    totals = precompute(db, cfg.features, a.cache_dir)
+    totals = precompute(db, cfg.features, a.cache_dir, waves=a.waves)
+    store = (FeatureStore.for_waves if a.waves else FeatureStore.for_corpus)(
+        db.root, cfg.features, a.cache_dir
+    )
     print(
-        f"features for {len(db.utterances)} utterances in "
-        f"{FeatureStore.for_corpus(db.root, cfg.features, a.cache_dir).root} "
+        f"{'speech' if a.waves else 'features'} for {len(db.utterances)} utterances in "
+        f"{store.root} "
         f"({time.time() - t0:.1f} s): {totals}"
     )
     return 0
