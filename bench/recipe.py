@@ -1,17 +1,21 @@
-"""Today's recipe against the new one, side by side on real speech, for the same wall time.
+"""Training recipes side by side on real speech, for the same wall time each.
 
 Each recipe trains with the real driver (``python -m learner``, Ray producers, same model
 size: the demo preset's narrow ResCNN) on the shared speech set for ``--minutes``; then
-the model each run ends with (today: its last checkpoint; new: the average of its last
-three) is scored by this script on the run's held-out speakers (the same speakers and
+the model each run ends with (its last checkpoint, or the average of its last three) is
+scored by this script on the run's held-out speakers (the same speakers and
 the same trials for both), with the EER's 95% interval by bootstrap over speakers.
 
-- today: triplet loss, constant learning rate, no augmentation;
-- new: AAM-softmax + triplet (softmax pre-training first), warm-up + cosine decay, weight
-  decay, augmentation on the producers (noise, reverberation, speed, SpecAugment), the
-  average of the last checkpoints.
+- constant: the first recipe: triplet loss, constant learning rate, no augmentation;
+- schedule (the default since it measured better): triplet loss, warm-up + cosine decay,
+  the average of the last three checkpoints;
+- aam: schedule + the AAM-softmax classifier (softmax pre-training first, weight decay);
+- augment: constant + augmentation on the producers (noise, reverberation, speed,
+  SpecAugment);
+- new: all of them together.
 
 python bench/recipe.py [--minutes 15] [--data ../shared/data/speech]
+                       [--recipes constant,schedule | constant,schedule,aam,augment,new]
 """
 
 from __future__ import annotations
@@ -31,18 +35,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
 
 COMMON = ["learner.max_steps=6000", "learner.eval_trials=3000", "data.eval_fraction=0.2"]
+CONSTANT = ["learner.schedule=constant", "learner.warmup_steps=0", "learner.average_last=0"]
+SCHEDULE = ["learner.schedule=cosine", "learner.warmup_steps=150", "learner.average_last=3"]
+AAM = ["learner.loss=aam+triplet", "learner.pretrain_steps=300", "learner.weight_decay=0.0001"]
+AUGMENT = ["augment.enabled=true", "augment.speed_prob=0.3"]
 RECIPES = {
-    "today": [],
-    "new": [
-        "learner.loss=aam+triplet",
-        "learner.pretrain_steps=300",
-        "learner.schedule=cosine",
-        "learner.warmup_steps=150",
-        "learner.weight_decay=0.0001",
-        "learner.average_last=3",
-        "augment.enabled=true",
-        "augment.speed_prob=0.3",
-    ],
+    "constant": CONSTANT,
+    "schedule": SCHEDULE,
+    "aam": AAM + SCHEDULE,
+    "augment": CONSTANT + AUGMENT,
+    "new": AAM + SCHEDULE + AUGMENT,
 }
 
 
@@ -81,7 +83,15 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=15.0)
     p.add_argument("--data", default=str(SHARED_SPEECH))
     p.add_argument("--trials", type=int, default=6000)
+    p.add_argument(
+        "--recipes",
+        default="constant,schedule",
+        help=f"comma-separated, the baseline first, of {', '.join(RECIPES)}",
+    )
     a = p.parse_args()
+    names = [n for n in a.recipes.split(",") if n]
+    if not names or any(n not in RECIPES for n in names):
+        p.error(f"--recipes: comma-separated names of {', '.join(RECIPES)}")
     quiet_ray_env()
     from learner.checkpoint import CheckpointManager
 
@@ -89,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("VE_CACHE_DIR", str(Path(tmp) / "cache"))
         runs = Path(tmp) / "runs"
-        for name in RECIPES:
+        for name in names:
             print(f"training {name} for {a.minutes} min ...", file=sys.stderr, flush=True)
             ran = train(name, Path(a.data), runs, a.minutes)
             run = runs / name
@@ -110,11 +120,13 @@ def main() -> None:
                 "train_seconds": round(state.get("totals", {}).get("step", 0.0), 1),
             }
             print(json.dumps(figures[name]), file=sys.stderr, flush=True)
-    t, n = figures["today"]["end"], figures["new"]["end"]
-    figures["eer_today_to_new"] = [t["eer"], n["eer"]]
-    figures["intervals_overlap"] = not (
-        n["eer_high"] < t["eer_low"] or t["eer_high"] < n["eer_low"]
-    )
+    t = figures[names[0]]["end"]
+    figures["eer"] = {name: figures[name]["end"]["eer"] for name in names}
+    figures[f"overlaps_{names[0]}"] = {
+        name: not (n["eer_high"] < t["eer_low"] or t["eer_high"] < n["eer_low"])
+        for name in names[1:]
+        for n in [figures[name]["end"]]
+    }
     report(figures)
 
 

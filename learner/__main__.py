@@ -195,7 +195,8 @@ def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_fi
         while step < total:
             if limit and time.time() - t_start > limit:
                 log.info("learner.max_minutes reached at step %d", step)
-                launch.call(actor.finish.remote())  # the end-of-run model, as at max_steps
+                # the end-of-run model, as at max_steps
+                summary["averaged"] = launch.call(actor.finish.remote())
                 break
             t0 = time.time()
             try:
@@ -234,6 +235,9 @@ def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_fi
         line += f"; held-out EER {100 * first_eer:.1f}% at the start"
     if best is not None:
         line += f", best {100 * best:.1f}%"
+    averaged = summary.get("averaged") or {}
+    if averaged.get("eer") is not None:
+        line += f"; averaged model {100 * averaged['eer']:.1f}%"
     print(line, file=sys.stderr)
     return 0
 

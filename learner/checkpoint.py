@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -256,7 +257,9 @@ def _json_default(obj: Any) -> Any:
 def resolve(path: str | Path) -> Checkpoint:
     """A checkpoint folder, a ``checkpoints/`` folder or a run folder -> a checkpoint.
 
-    For a folder of checkpoints the best one is taken, else the latest.
+    For a folder of checkpoints the best one is taken, else the latest. For a run folder
+    whose end-of-run average (``averaged/``, ``learner.average_last``) was evaluated on the
+    held-out speakers no worse than that best checkpoint at its evaluation, the average.
     """
     p = Path(path)
     if _NAME.match(p.name) and p.is_dir():
@@ -266,5 +269,20 @@ def resolve(path: str | Path) -> Checkpoint:
             mgr = CheckpointManager(directory)
             found = mgr.best() or mgr.latest()
             if found is not None:
-                return found
+                return _average_if_better(p, found) if directory != p else found
     raise CheckpointError(f"no checkpoint at {p}")
+
+
+def _held_out_eer(ckpt: Checkpoint, key: str) -> float:
+    try:
+        return float(ckpt.state()[key]["eer"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return math.inf
+
+
+def _average_if_better(run: Path, best: Checkpoint) -> Checkpoint:
+    averaged = CheckpointManager(run / "averaged").latest() if (run / "averaged").is_dir() else None
+    if averaged is None:
+        return best
+    eer = _held_out_eer(averaged, "averaged_eval")
+    return averaged if eer < math.inf and eer <= _held_out_eer(best, "last_eval") else best

@@ -96,6 +96,32 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
     assert steps == list(range(1, 10))  # the same series, continued
 
 
+def test_a_time_limited_run_ends_with_its_averaged_model_and_says_so(tmp_path):
+    out = run(
+        learner_cmd(
+            "--runs",
+            str(tmp_path),
+            "--run-id",
+            "av",
+            "--set",
+            "learner.max_steps=100000",
+            "--set",
+            "learner.max_minutes=0.1",
+            "--set",
+            "learner.checkpoint_every=1",
+            "--set",
+            "learner.average_last=2",
+        )
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    averaged = CheckpointManager(tmp_path / "av" / "averaged").latest()
+    state = averaged.state()
+    last = CheckpointManager(tmp_path / "av" / "checkpoints").latest().step
+    assert state["averaged_from"] == [f"ckpt-{last - 1:08d}", f"ckpt-{last:08d}"]
+    line = [x for x in out.stderr.splitlines() if x.startswith(f"trained to step {last} ")]
+    assert line and f"averaged model {100 * state['averaged_eval']['eer']:.1f}%" in line[-1]
+
+
 def test_bad_input_exits_cleanly(tmp_path):
     missing = run(learner_cmd("--runs", str(tmp_path), "--data", str(tmp_path / "nope")))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -330,10 +356,18 @@ def test_a_redis_password_in_the_config_is_used_but_never_written(tmp_path):
     try:
         out = run(
             learner_cmd(
-                "--runs", str(tmp_path), "--run-id", "pw", "--steps", "3",
-                "--set", f"metrics.redis_url={url}", "--set", "learner.eval_every=0",
+                "--runs",
+                str(tmp_path),
+                "--run-id",
+                "pw",
+                "--steps",
+                "3",
+                "--set",
+                f"metrics.redis_url={url}",
+                "--set",
+                "learner.eval_every=0",
             )
-        )  # fmt: skip
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         client = M.connect(url)
         assert [int(f["step"]) for _, f in client.xrange(M.train_key("pw"))] == [1, 2, 3]

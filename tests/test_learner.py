@@ -98,6 +98,22 @@ def test_retention_keeps_last_k_and_best(tmp_path):
     assert mgr.best().step == 2
 
 
+@pytest.mark.parametrize(("averaged_eer", "chosen"), [(0.08, "averaged"), (0.12, "checkpoints")])
+def test_a_run_resolves_to_its_average_when_it_evaluated_no_worse(tmp_path, averaged_eer, chosen):
+    w = {"0000/x": np.zeros(3)}
+    mgr = CheckpointManager(tmp_path / "run" / "checkpoints")
+    mgr.save(10, w, w, {"last_eval": {"eer": 0.05}})
+    mgr.save(20, w, w, {"last_eval": {"eer": 0.10}}, best=True)
+    mgr.save(30, w, w, {"last_eval": {"eer": 0.11}})
+    assert resolve(tmp_path / "run").step == 20  # no average: the best
+    averaged = CheckpointManager(tmp_path / "run" / "averaged", keep=1)
+    averaged.save(30, w, {}, {"averaged_eval": {"eer": averaged_eer}}, best=True)
+    assert resolve(tmp_path / "run").path.parent.name == chosen
+    assert resolve(tmp_path / "run" / "checkpoints").step == 20  # asked for checkpoints/
+    averaged.save(30, w, {}, {}, best=True)  # `learner.average` did not evaluate
+    assert resolve(tmp_path / "run").path.parent.name == "checkpoints"
+
+
 @pytest.mark.parametrize("pointer", ["{oops", '{"checkpoint": "../../etc"}', None])
 def test_the_best_survives_a_damaged_or_missing_pointer(tmp_path, pointer):
     mgr = CheckpointManager(tmp_path, keep=1)
