@@ -191,7 +191,24 @@ def test_ctrl_c_checkpoints_and_leaves_no_process(tmp_path):
         text=True,
         start_new_session=True,
         env={**os.environ, "REDIS_URL": ""},
+        # A terminal's foreground process takes Ctrl-C; a test runner started in the
+        # background of a script (`pytest &`) passes SIGINT on ignored, and Python then
+        # never raises KeyboardInterrupt: the driver would train on.
+        preexec_fn=default_sigint,
     )
+    try:
+        interrupted(proc, tmp_path)
+    finally:
+        if proc.poll() is None:  # a failed check must not leave a run training under the suite
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupted(proc: subprocess.Popen, tmp_path: Path) -> None:
     deadline = time.time() + 180
     lines = []
     while time.time() < deadline:
