@@ -14,7 +14,7 @@ the same trials for both), with the EER's 95% interval by bootstrap over speaker
   SpecAugment);
 - new: all of them together.
 
-python bench/recipe.py [--minutes 15] [--data ../shared/data/speech]
+python bench/recipe.py [--minutes 15] [--data ../shared/data/speech] [--split-seed 0]
                        [--recipes constant,schedule | constant,schedule,aam,augment,new]
 """
 
@@ -48,8 +48,9 @@ RECIPES = {
 }
 
 
-def train(name: str, data: Path, runs: Path, minutes: float) -> dict:
-    sets = [*COMMON, f"learner.max_minutes={minutes}", *RECIPES[name]]
+def train(name: str, data: Path, runs: Path, minutes: float, split_seed: int) -> dict:
+    sets = [*COMMON, f"data.split_seed={split_seed}", f"learner.max_minutes={minutes}"]
+    sets += RECIPES[name]
     cmd = [sys.executable, "-m", "learner", "--preset", "demo", "--data", str(data)]
     cmd += ["--runs", str(runs), "--run-id", name, "--no-progress"]
     for s in sets:
@@ -84,6 +85,9 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED_SPEECH))
     p.add_argument("--trials", type=int, default=6000)
     p.add_argument(
+        "--split-seed", type=int, default=0, help="another seed: other held-out speakers"
+    )
+    p.add_argument(
         "--recipes",
         default="constant,schedule",
         help=f"comma-separated, the baseline first, of {', '.join(RECIPES)}",
@@ -96,12 +100,13 @@ def main() -> None:
     from learner.checkpoint import CheckpointManager
 
     figures: dict = {"bench": "recipe", "minutes_each": a.minutes, "data": a.data}
+    figures["split_seed"] = a.split_seed
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("VE_CACHE_DIR", str(Path(tmp) / "cache"))
         runs = Path(tmp) / "runs"
         for name in names:
             print(f"training {name} for {a.minutes} min ...", file=sys.stderr, flush=True)
-            ran = train(name, Path(a.data), runs, a.minutes)
+            ran = train(name, Path(a.data), runs, a.minutes, a.split_seed)
             run = runs / name
             averaged = run / "averaged"
             end = (
