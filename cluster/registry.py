@@ -21,6 +21,11 @@ from cluster.ray_session import NAMESPACE, on_this_node
 QUARANTINE_STRIKES = 2  # a file whose decoding killed producers this often is skipped
 
 
+def quarantined_of(strikes: dict[str, int]) -> list[str]:
+    """The files of ``strikes`` (file -> producer deaths while decoding it) that are skipped."""
+    return sorted(k for k, n in strikes.items() if n >= QUARANTINE_STRIKES)
+
+
 def registry_name(run_id: str) -> str:
     return f"registry-{run_id}"
 
@@ -99,7 +104,7 @@ class RunRegistry:
         return dict(self._strikes)
 
     def quarantined(self) -> list[str]:
-        return sorted(k for k, n in self._strikes.items() if n >= QUARANTINE_STRIKES)
+        return quarantined_of(self._strikes)
 
     def register_producer(self, worker_id: int, actor_name: str) -> None:
         self._producers[worker_id] = actor_name

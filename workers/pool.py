@@ -17,7 +17,7 @@ from cluster.config import RunConfig, config_from_dict
 from cluster.metrics import MetricsWriter
 from cluster.queue import Envelope, attach_queue
 from cluster.ray_session import NAMESPACE
-from cluster.registry import QUARANTINE_STRIKES, attach_registry
+from cluster.registry import attach_registry, quarantined_of
 from workers.producer import BatchProducer
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ProducerActor:
 
     def _report_strikes(self, registry: Any) -> None:
         strikes = ray.get(registry.strikes.remote())
-        quarantined = sorted(k for k, n in strikes.items() if n >= QUARANTINE_STRIKES)
+        quarantined = quarantined_of(strikes)
         for key, n in sorted(strikes.items()):
             state = "quarantined for this run" if key in quarantined else "watched"
             log.warning("%s was being decoded when a producer died (%d time(s)): %s", key, n, state)

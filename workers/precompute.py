@@ -65,6 +65,11 @@ def extract_chunk(
     return counts
 
 
+def target_store(corpus: Path, cfg: FeatureConfig, cache_dir: str, waves: bool) -> FeatureStore:
+    """The cache precompute fills: features, or with ``waves`` the speech waveforms."""
+    return (FeatureStore.for_waves if waves else FeatureStore.for_corpus)(corpus, cfg, cache_dir)
+
+
 def precompute(
     db: SpeakerDatabase,
     cfg: FeatureConfig,
@@ -75,7 +80,7 @@ def precompute(
 ) -> dict[str, int]:
     """Fill the cache for ``db`` (the waveform cache with ``waves``) using the connected Ray
     cluster; returns outcome counts."""
-    store = (FeatureStore.for_waves if waves else FeatureStore.for_corpus)(db.root, cfg, cache_dir)
+    store = target_store(db.root, cfg, cache_dir, waves)
     todo = [u for u in db.utterances if store.status(u) is None]
     totals = {"already": len(db.utterances) - len(todo), "done": 0}
     if not todo:
@@ -141,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(a.address, num_cpus=a.cpus)
     t0 = time.time()
     totals = precompute(db, cfg.features, a.cache_dir, waves=a.waves)
-    store = (FeatureStore.for_waves if a.waves else FeatureStore.for_corpus)(
-        db.root, cfg.features, a.cache_dir
-    )
+    store = target_store(db.root, cfg.features, a.cache_dir, a.waves)
     print(
         f"{'speech' if a.waves else 'features'} for {len(db.utterances)} utterances in "
         f"{store.root} "
