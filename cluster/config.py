@@ -134,6 +134,10 @@ class ModelConfig:
     width: float = 1.0  # multiplies 64/128/256/512 filters of the four stages
     blocks: int = 3  # residual blocks per stage
     embedding_dim: int = 512
+    # Per-segment normalisation of each mel bin over time, the model's first layer:
+    # cmvn (Deep Speaker: mean and variance) | cmn (mean only, as WeSpeaker and SpeechBrain).
+    # The default stays cmvn so a checkpoint written before the field builds the same model.
+    input_norm: str = "cmvn"
 
 
 @dataclass(frozen=True)

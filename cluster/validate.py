@@ -39,6 +39,7 @@ _CHOICES = {
     ("data", "feature_cache"): {"readwrite", "read", "off"},
     ("features", "dtype"): {"float16", "float32"},
     ("learner", "mining"): {"none", "hard", "semihard"},
+    ("model", "input_norm"): {"cmvn", "cmn"},
     ("learner", "loss"): {"triplet", "softmax+triplet", "aam+triplet"},
     ("learner", "schedule"): {"constant", "cosine", "exponential"},
     ("learner", "device"): {"auto", "cpu", "gpu"},

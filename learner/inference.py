@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from workers.features import LogMel
 
 log = logging.getLogger(__name__)
 MIN_SPEECH_S = 0.5
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 
 
 @dataclass
@@ -58,7 +59,7 @@ class SpeakerModel:
         from learner.model import build_model
 
         model = build_model(
-            ModelConfig(**{k: state["model"][k] for k in ("width", "blocks", "embedding_dim")}),
+            ModelConfig(**{k: state["model"][k] for k in MODEL_FIELDS if k in state["model"]}),
             cfg.features.n_mels,
         )
         assign_arrays(model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")

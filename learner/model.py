@@ -23,17 +23,25 @@ STAGE_FILTERS = (64, 128, 256, 512)
 RELU_CLIP = 20.0
 
 
-def segment_norm() -> layers.Layer:
-    """Per-segment, per-mel-bin mean and variance normalisation over time.
+def segment_norm(inputs, kind: str = "cmvn"):
+    """Per-segment normalisation over time of each mel bin: ``cmvn`` zero mean and unit
+    variance (Deep Speaker), ``cmn`` zero mean only (the cepstral mean normalisation of
+    WeSpeaker and SpeechBrain recipes: the level of each bin's variation over time is kept).
 
-    The model's first layer, so producers ship raw log-mel crops (cheap float16
-    copies) and training and inference normalise identically. Normalising over
-    axis 1 (time) with no learned scale is exactly LayerNormalization's job, and
-    built-in layers keep an exported ``.keras`` file loadable without this code.
+    The model's first layers, so producers ship raw log-mel crops (cheap float16 copies)
+    and training and inference normalise identically. Built-in layers only (for ``cmvn``,
+    LayerNormalization over axis 1 with no learned scale is exactly the job), so an
+    exported ``.keras`` file loads without this code. The mean is taken in float32 even under
+    mixed precision (LayerNormalization does that itself).
     """
-    return layers.LayerNormalization(
-        axis=1, center=False, scale=False, epsilon=1e-5, name="segment_norm"
+    if kind == "cmvn":
+        return layers.LayerNormalization(
+            axis=1, center=False, scale=False, epsilon=1e-5, name="segment_norm"
+        )(inputs)
+    mean = layers.GlobalAveragePooling1D(keepdims=True, dtype="float32", name="segment_mean")(
+        inputs
     )
+    return layers.Subtract(dtype="float32", name="segment_norm")([inputs, mean])
 
 
 def clipped_relu(name: str) -> layers.Layer:
@@ -52,10 +60,11 @@ def _res_block(x, filters: int, name: str):
 
 
 def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -> keras.Model:
-    """ResCNN: four stages of (5x5 stride-2 conv, ``cfg.blocks`` residual blocks),
-    temporal average, dense ``embedding_dim``, L2 normalisation."""
+    """ResCNN: per-segment normalisation (``cfg.input_norm``), four stages of (5x5
+    stride-2 conv, ``cfg.blocks`` residual blocks), temporal average, dense
+    ``embedding_dim``, L2 normalisation."""
     inputs = keras.Input(shape=(frames, n_mels), name="logmel")
-    x = segment_norm()(inputs)
+    x = segment_norm(inputs, cfg.input_norm)
     x = layers.Reshape((-1, n_mels, 1), name="add_channel")(x)
     for i, base in enumerate(STAGE_FILTERS, start=1):
         filters = max(4, round(base * cfg.width))
@@ -70,9 +79,9 @@ def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -
     x = layers.Reshape((-1, x.shape[2] * x.shape[3]), name="flatten_freq")(x)
     x = layers.GlobalAveragePooling1D(name="temporal_average")(x)
     x = layers.Dense(cfg.embedding_dim, name="embedding")(x)
-    # Unit vectors, in float32 even under mixed precision.
-    x = layers.Activation("linear", dtype="float32", name="to_float32")(x)
-    outputs = layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    # Unit vectors, in float32 even under mixed precision: the layer's own dtype, since a layer
+    # under the global mixed policy casts its input back to float16.
+    outputs = layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(x)
     return keras.Model(inputs, outputs, name="rescnn")
 
 

@@ -198,6 +198,33 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     assert not np.allclose(read_scores(normed / "scores.txt")[1], scores)
 
 
+def test_the_checkpoint_says_how_the_model_normalises_its_input(trained, tmp_path):
+    """A checkpoint from before ``model.input_norm`` builds the model it was trained as (cmvn);
+    one that says ``cmn`` builds the mean-only model with the same weights."""
+    best = CheckpointManager(trained / "checkpoints").best().path
+    x = np.random.default_rng(0).normal(-40, 10, size=(3, 100, 64)).astype("float32")
+    loaded = {}
+    for norm in ("absent", "cmn"):
+        ckpt = shutil.copytree(best, tmp_path / norm / best.name)
+        state = json.loads((ckpt / "state.json").read_text())
+        for model in (state["model"], state["config"]["model"]):
+            model.pop("input_norm")
+            if norm == "cmn":
+                model["input_norm"] = "cmn"
+        (ckpt / "state.json").write_text(json.dumps(state))
+        loaded[norm] = SpeakerModel.load(ckpt)
+    original = SpeakerModel.load(best)
+    assert original.cfg.model.input_norm == "cmvn"
+    np.testing.assert_allclose(
+        original.embed_features(list(x)), loaded["absent"].embed_features(list(x)), atol=1e-6
+    )
+    assert loaded["cmn"].model.get_layer("segment_mean") is not None
+    assert (
+        np.abs(loaded["cmn"].embed_features(list(x)) - original.embed_features(list(x))).max()
+        > 1e-3
+    )
+
+
 def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
     from learner.export import main
 

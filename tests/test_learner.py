@@ -52,6 +52,31 @@ def test_fit_traces_once_and_times_every_step(cfg, batches, tmp_path):
     assert ckpt.step == 4 and "0" in ckpt.state()["sampler_states"]
 
 
+@pytest.mark.parametrize("norm", ["cmvn", "cmn"])
+def test_mixed_precision_steps_keep_float32_embeddings(cfg, batches, tmp_path, norm):
+    """The GPU's precision path, run on the CPU: float16 compute with loss scaling, the input
+    normalisation and the embeddings in float32, a finite loss, weights that move."""
+    import keras
+
+    from cluster.config import replace
+
+    mixed = replace(cfg, model={"input_norm": norm})
+    try:
+        learner = Learner(mixed, tmp_path, mixed=True)
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        before = weights(learner)
+        learner.fit(batches[:2])
+        assert all(math.isfinite(r["loss"]) for r in learner.recent)
+        assert any(not np.array_equal(a, b) for a, b in zip(before, weights(learner)))
+        model = learner.model
+        if norm == "cmn":  # built-in layers asked for float32 (cmvn's does it inside)
+            assert model.get_layer("segment_mean").compute_dtype == "float32"
+        assert model.get_layer("stage1_conv").compute_dtype == "float16"
+        assert learner.train_step.embed(batches[0].features[:3]).dtype == np.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_time_based_checkpoints(cfg, batches, tmp_path):
     from cluster.config import replace
 

@@ -1,5 +1,6 @@
 """Model, loss and negative mining (real Keras on the TensorFlow backend)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -22,6 +23,26 @@ def test_width_multiplier_shrinks_and_output_is_unit_norm():
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     # Segment normalisation makes the model blind to a constant dB offset (gain).
     np.testing.assert_allclose(np.asarray(small(x + 12.0)), emb, atol=1e-4)
+
+
+def test_cmn_removes_each_bins_mean_and_keeps_its_variation():
+    cfg = ModelConfig(width=0.0625, blocks=1, embedding_dim=16, input_norm="cmn")
+    model = build_model(cfg, 64)
+    rng = np.random.default_rng(1)
+    x = rng.normal(-40, 10, size=(4, 50, 64)).astype("float32")
+    norm = keras.Model(model.input, model.get_layer("segment_norm").output)
+    np.testing.assert_allclose(np.asarray(norm(x)), x - x.mean(axis=1, keepdims=True), atol=1e-4)
+    emb = np.asarray(model(x))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # Blind to a constant offset per bin (a gain, a fixed channel), unlike cmvn not to how
+    # far each bin moves over time.
+    tilt = np.linspace(-6, 6, 64, dtype="float32")
+    np.testing.assert_allclose(np.asarray(model(x + tilt)), emb, atol=1e-4)
+    mean = x.mean(axis=1, keepdims=True)
+    wider = mean + 3.0 * (x - mean)
+    assert np.abs(np.asarray(model(wider)) - emb).max() > 1e-2
+    cmvn = build_model(ModelConfig(width=0.0625, blocks=1, embedding_dim=16), 64)
+    np.testing.assert_allclose(np.asarray(cmvn(wider)), np.asarray(cmvn(x)), atol=1e-4)
 
 
 def unit(v):

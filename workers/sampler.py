@@ -12,7 +12,7 @@ state is plain JSON, so a run can be reproduced and resumed.
 features from a :class:`~workers.cache.FeatureSource` and a random crop of
 ``T`` frames (a shorter utterance is tiled to ``T``, not dropped), copied
 straight into the batch array in the cache's dtype. Per-segment normalisation
-is the model's first layer (``learner.model.SegmentNorm``), not done here: it
+is the model's first layer (``learner.model.segment_norm``), not done here: it
 is free on the learner's device, while in the producer the float16 round trip
 alone cost more than the rest of a batch (see docs/pipeline.md). An utterance that turns out to be unusable is discarded from
 the sampler with one warning and its slot re-drawn: a bad file never crashes
