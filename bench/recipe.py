@@ -12,9 +12,22 @@ the same trials for both), with the EER's 95% interval by bootstrap over speaker
 - aam: schedule + the AAM-softmax classifier (softmax pre-training first, weight decay);
 - augment: constant + augmentation on the producers (noise, reverberation, speed,
   SpecAugment);
-- new: all of them together.
+- new: all of them together;
+- semihard / hard: schedule + in-batch negative mining (FaceNet's semi-hard negatives, or
+  the hardest negative of the batch);
+- speed / specaug: schedule + one augmentation stage alone (speed perturbation, the copies
+  new speakers; or SpecAugment time and frequency masks);
+- cmn: schedule, the model normalising each mel bin's mean only (``model.input_norm``).
 
-python bench/recipe.py [--minutes 15] [--data ../shared/data/speech] [--split-seed 0]
+Beside them, the same trials scored by the untrained baseline (``learner.baseline``: mean
+and deviation of 20 MFCCs, cosine), as a floor every trained model should clear.
+
+``--tune``: choose settings without looking at the held-out speakers. The run's held-out
+speakers (of ``--split-seed``) are left out of the corpus altogether (a folder of links to
+the training speakers only), and each run holds out a validation share of the training
+speakers instead; the figures are on those validation speakers.
+
+python bench/recipe.py [--minutes 15] [--data ../shared/data/speech] [--split-seed 0] [--tune]
                        [--recipes constant,schedule | constant,schedule,aam,augment,new]
 """
 
@@ -39,12 +52,26 @@ CONSTANT = ["learner.schedule=constant", "learner.warmup_steps=0", "learner.aver
 SCHEDULE = ["learner.schedule=cosine", "learner.warmup_steps=150", "learner.average_last=3"]
 AAM = ["learner.loss=aam+triplet", "learner.pretrain_steps=300", "learner.weight_decay=0.0001"]
 AUGMENT = ["augment.enabled=true", "augment.speed_prob=0.3"]
+# Augmentation with every stage off, for recipes that turn one on.
+ONLY = [
+    "augment.enabled=true",
+    "augment.reverb_prob=0",
+    "augment.noise_prob=0",
+    "augment.gain_db=0",
+    "augment.time_masks=0",
+    "augment.freq_masks=0",
+]
 RECIPES = {
     "constant": CONSTANT,
     "schedule": SCHEDULE,
     "aam": AAM + SCHEDULE,
     "augment": CONSTANT + AUGMENT,
     "new": AAM + SCHEDULE + AUGMENT,
+    "semihard": [*SCHEDULE, "learner.mining=semihard"],
+    "hard": [*SCHEDULE, "learner.mining=hard"],
+    "speed": [*SCHEDULE, *ONLY, "augment.speed_prob=0.5"],
+    "specaug": [*SCHEDULE, *ONLY, "augment.time_masks=2", "augment.freq_masks=2"],
+    "cmn": [*SCHEDULE, "model.input_norm=cmn"],
 }
 
 
@@ -63,20 +90,56 @@ def train(name: str, data: Path, runs: Path, minutes: float, split_seed: int) ->
     return {"steps": int(steps[-1]) if steps else None, "wall_min": (time.time() - t0) / 60}
 
 
-def score(run: Path, checkpoint: Path, trials: int) -> dict:
-    """The end model on the run's held-out speakers, with a bootstrap interval."""
+def training_speakers_only(data: Path, split_seed: int, into: Path) -> Path:
+    """A corpus of links to the training speakers of ``data``'s split: the held-out
+    speakers are not in it at all (for ``--tune``)."""
+    from cluster.config import DataConfig
+    from workers.corpus import SpeakerDatabase
+
+    cfg = DataConfig(eval_fraction=0.2, split_seed=split_seed)
+    db = SpeakerDatabase.scan(data.resolve(), cfg.layout, cfg.min_seconds, None)
+    train, _ = db.split(cfg.eval_fraction, split_seed, cfg.min_eval_speakers)
+    into.mkdir(parents=True)
+    for speaker in train:
+        (into / speaker).symlink_to(db.root / speaker, target_is_directory=True)
+    return into
+
+
+def held_out(run: Path, trials: int):
+    """The run's held-out speakers (the same speakers and trials for every recipe)."""
     from cluster.config import load_config
     from learner.heldout import HeldOutEval
-    from learner.inference import SpeakerModel
     from workers.rundata import RunData
 
     cfg = load_config(str(run / "config.yaml"))
     data = RunData.open(cfg.data, cfg.synthetic)
     held_db, source = data.held_out(cfg.features)
-    evaluator = HeldOutEval(held_db, source, cfg.sampler.frames, trials, seed=1, bootstrap=500)
+    return cfg, HeldOutEval(held_db, source, cfg.sampler.frames, trials, seed=1, bootstrap=500)
+
+
+def rounded(result) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+
+
+def score(run: Path, checkpoint: Path, trials: int) -> dict:
+    """The end model on the run's held-out speakers, with a bootstrap interval."""
+    from learner.inference import SpeakerModel
+
+    _, evaluator = held_out(run, trials)
     model = SpeakerModel.load(checkpoint)
-    result = evaluator(lambda x: model.model(x, training=False).numpy()).as_dict()
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    return rounded(evaluator(lambda x: model.model(x, training=False).numpy()))
+
+
+def mfcc_baseline(run: Path, trials: int) -> dict:
+    """The same trials scored by the untrained baseline (MFCC mean and deviation, cosine)."""
+    import numpy as np
+
+    from learner.baseline import mfcc_embedding
+
+    cfg, evaluator = held_out(run, trials)
+    db = evaluator.db
+    emb = np.stack([mfcc_embedding(db.abspath(i), cfg.features) for i in range(len(db.utterances))])
+    return rounded(evaluator.score(emb))
 
 
 def main() -> None:
@@ -92,6 +155,12 @@ def main() -> None:
         default="constant,schedule",
         help=f"comma-separated, the baseline first, of {', '.join(RECIPES)}",
     )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="figures on validation speakers taken from the training speakers; "
+        "the held-out speakers are left out of the corpus",
+    )
     a = p.parse_args()
     names = [n for n in a.recipes.split(",") if n]
     if not names or any(n not in RECIPES for n in names):
@@ -101,12 +170,16 @@ def main() -> None:
 
     figures: dict = {"bench": "recipe", "minutes_each": a.minutes, "data": a.data}
     figures["split_seed"] = a.split_seed
+    figures["scored_on"] = "validation speakers (--tune)" if a.tune else "held-out speakers"
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("VE_CACHE_DIR", str(Path(tmp) / "cache"))
         runs = Path(tmp) / "runs"
+        data = Path(a.data)
+        if a.tune:
+            data = training_speakers_only(data, a.split_seed, Path(tmp) / "training-speakers")
         for name in names:
             print(f"training {name} for {a.minutes} min ...", file=sys.stderr, flush=True)
-            ran = train(name, Path(a.data), runs, a.minutes, a.split_seed)
+            ran = train(name, data, runs, a.minutes, a.split_seed)
             run = runs / name
             averaged = run / "averaged"
             end = (
@@ -125,6 +198,7 @@ def main() -> None:
                 "train_seconds": round(state.get("totals", {}).get("step", 0.0), 1),
             }
             print(json.dumps(figures[name]), file=sys.stderr, flush=True)
+        figures["mfcc_baseline"] = mfcc_baseline(runs / names[0], a.trials)
     t = figures[names[0]]["end"]
     figures["eer"] = {name: figures[name]["end"]["eer"] for name in names}
     figures[f"overlaps_{names[0]}"] = {

@@ -51,7 +51,10 @@ class HeldOutEval:
             raise ValueError("held-out speakers give no target trials (need 2+ utterances each)")
 
     def __call__(self, embed: Embedder) -> EvalResult:
-        emb = embed_features(self.features, embed, self.frames)
+        return self.score(embed_features(self.features, embed, self.frames))
+
+    def score(self, emb: np.ndarray) -> EvalResult:
+        """The trials scored with one embedding per utterance of ``self.db`` (any system's)."""
         scores, labels = score_trials(emb, self.trials)
         result = summarize(scores, labels)
         if self.bootstrap:
