@@ -67,7 +67,7 @@ def test_mixed_precision_steps_keep_float32_embeddings(cfg, batches, tmp_path, n
         before = weights(learner)
         learner.fit(batches[:2])
         assert all(math.isfinite(r["loss"]) for r in learner.recent)
-        assert any(not np.array_equal(a, b) for a, b in zip(before, weights(learner)))
+        assert any(not np.array_equal(a, b) for a, b in zip(before, weights(learner), strict=True))
         model = learner.model
         if norm == "cmn":  # built-in layers asked for float32 (cmvn's does it inside)
             assert model.get_layer("segment_mean").compute_dtype == "float32"
