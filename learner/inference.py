@@ -17,13 +17,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cluster.config import ModelConfig, RunConfig, config_from_dict
+from cluster.config import RunConfig, config_from_dict
 from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
 from learner.embedding import embed_features
 from workers.audio import AUDIO_EXTENSIONS, NoSpeech, load_speech
@@ -31,7 +31,6 @@ from workers.features import LogMel
 
 log = logging.getLogger(__name__)
 MIN_SPEECH_S = 0.5
-MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig))
 
 
 @dataclass
@@ -58,10 +57,7 @@ class SpeakerModel:
             )
         from learner.model import build_model
 
-        model = build_model(
-            ModelConfig(**{k: state["model"][k] for k in MODEL_FIELDS if k in state["model"]}),
-            cfg.features.n_mels,
-        )
+        model = build_model(cfg.model, cfg.features.n_mels)
         assign_arrays(model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
         return cls(cfg, model, ckpt, state.get("threshold"))
 
