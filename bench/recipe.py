@@ -47,7 +47,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
 
-COMMON = ["learner.max_steps=6000", "learner.eval_trials=3000", "data.eval_fraction=0.2"]
+EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --tune)
+COMMON = [
+    "learner.max_steps=6000",
+    "learner.eval_trials=3000",
+    f"data.eval_fraction={EVAL_FRACTION}",
+]
 CONSTANT = ["learner.schedule=constant", "learner.warmup_steps=0", "learner.average_last=0"]
 SCHEDULE = ["learner.schedule=cosine", "learner.warmup_steps=150", "learner.average_last=3"]
 AAM = ["learner.loss=aam+triplet", "learner.pretrain_steps=300", "learner.weight_decay=0.0001"]
@@ -96,7 +101,7 @@ def training_speakers_only(data: Path, split_seed: int, into: Path) -> Path:
     from cluster.config import DataConfig
     from workers.corpus import SpeakerDatabase
 
-    cfg = DataConfig(eval_fraction=0.2, split_seed=split_seed)
+    cfg = DataConfig(eval_fraction=EVAL_FRACTION, split_seed=split_seed)
     db = SpeakerDatabase.scan(data.resolve(), cfg.layout, cfg.min_seconds, None)
     train, _ = db.split(cfg.eval_fraction, split_seed, cfg.min_eval_speakers)
     into.mkdir(parents=True)
