@@ -48,10 +48,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
 
 EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --tune)
+EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recordings
 COMMON = [
-    "learner.max_steps=6000",
     "learner.eval_trials=3000",
     f"data.eval_fraction={EVAL_FRACTION}",
+    f"data.eval_min_utterances={EVAL_MIN_UTTERANCES}",
 ]
 CONSTANT = ["learner.schedule=constant", "learner.warmup_steps=0", "learner.average_last=0"]
 SCHEDULE = ["learner.schedule=cosine", "learner.warmup_steps=150", "learner.average_last=3"]
@@ -66,6 +67,13 @@ ONLY = [
     "augment.time_masks=0",
     "augment.freq_masks=0",
 ]
+CMN = [*SCHEDULE, "model.input_norm=cmn"]
+# Each view of a pair through its own random microphone and line (band-pass, tilt).
+CHANNEL = [*ONLY, "augment.channel_prob=0.8"]
+# The views differ in every way the producers can make: room, noise (babble of other
+# training speakers or coloured noise; real noise files with --noise), channel, gain,
+# SpecAugment.
+VIEWS = ["augment.enabled=true", "augment.channel_prob=0.8"]
 RECIPES = {
     "constant": CONSTANT,
     "schedule": SCHEDULE,
@@ -76,13 +84,17 @@ RECIPES = {
     "hard": [*SCHEDULE, "learner.mining=hard"],
     "speed": [*SCHEDULE, *ONLY, "augment.speed_prob=0.5"],
     "specaug": [*SCHEDULE, *ONLY, "augment.time_masks=2", "augment.freq_masks=2"],
-    "cmn": [*SCHEDULE, "model.input_norm=cmn"],
+    "cmn": CMN,
+    "channel": [*CMN, *CHANNEL],
+    "views": [*CMN, *VIEWS],
+    "views-aam": [*CMN, *VIEWS, *AAM],
 }
 
 
-def train(name: str, data: Path, runs: Path, minutes: float, split_seed: int) -> dict:
-    sets = [*COMMON, f"data.split_seed={split_seed}", f"learner.max_minutes={minutes}"]
-    sets += RECIPES[name]
+def train(
+    name: str, data: Path, runs: Path, budget: list[str], split_seed: int, extra: list[str]
+) -> dict:
+    sets = [*COMMON, f"data.split_seed={split_seed}", *budget, *RECIPES[name], *extra]
     cmd = [sys.executable, "-m", "learner", "--preset", "demo", "--data", str(data)]
     cmd += ["--runs", str(runs), "--run-id", name, "--no-progress"]
     for s in sets:
@@ -101,9 +113,13 @@ def training_speakers_only(data: Path, split_seed: int, into: Path) -> Path:
     from cluster.config import DataConfig
     from workers.corpus import SpeakerDatabase
 
-    cfg = DataConfig(eval_fraction=EVAL_FRACTION, split_seed=split_seed)
+    cfg = DataConfig(
+        eval_fraction=EVAL_FRACTION, split_seed=split_seed, eval_min_utterances=EVAL_MIN_UTTERANCES
+    )
     db = SpeakerDatabase.scan(data.resolve(), cfg.layout, cfg.min_seconds, None)
-    train, _ = db.split(cfg.eval_fraction, split_seed, cfg.min_eval_speakers)
+    train, _ = db.split(
+        cfg.eval_fraction, split_seed, cfg.min_eval_speakers, cfg.eval_min_utterances
+    )
     into.mkdir(parents=True)
     for speaker in train:
         (into / speaker).symlink_to(db.root / speaker, target_is_directory=True)
@@ -149,7 +165,19 @@ def mfcc_baseline(run: Path, trials: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--minutes", type=float, default=15.0, help="training time per recipe")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train each recipe this many steps instead of for --minutes (fair when the "
+        "machine is busy with other work: wall time then varies, steps do not)",
+    )
+    p.add_argument(
+        "--noise",
+        default="",
+        help="a folder of noise recordings for the augmenting recipes (augment.noise_dir)",
+    )
     p.add_argument("--data", default=str(SHARED_SPEECH))
     p.add_argument("--trials", type=int, default=6000)
     p.add_argument(
@@ -173,7 +201,13 @@ def main() -> None:
     quiet_ray_env()
     from learner.checkpoint import CheckpointManager
 
-    figures: dict = {"bench": "recipe", "minutes_each": a.minutes, "data": a.data}
+    budget = (
+        [f"learner.max_steps={a.steps}", "learner.max_minutes=0"]
+        if a.steps
+        else ["learner.max_steps=6000", f"learner.max_minutes={a.minutes}"]
+    )
+    extra = [f"augment.noise_dir={Path(a.noise).resolve()}"] if a.noise else []
+    figures: dict = {"bench": "recipe", "budget": budget, "data": a.data, "noise": a.noise}
     figures["split_seed"] = a.split_seed
     figures["scored_on"] = "validation speakers (--tune)" if a.tune else "held-out speakers"
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,8 +217,8 @@ def main() -> None:
         if a.tune:
             data = training_speakers_only(data, a.split_seed, Path(tmp) / "training-speakers")
         for name in names:
-            print(f"training {name} for {a.minutes} min ...", file=sys.stderr, flush=True)
-            ran = train(name, data, runs, a.minutes, a.split_seed)
+            print(f"training {name} ({' '.join(budget)}) ...", file=sys.stderr, flush=True)
+            ran = train(name, data, runs, budget, a.split_seed, extra)
             run = runs / name
             averaged = run / "averaged"
             end = (

@@ -25,7 +25,7 @@ def isolated_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def speech_root() -> Path:
-    """The shared dev set (261 speakers); tests that need all of it skip without it."""
+    """The shared dev set (291 speakers, 34 with 4+ files); tests that need all of it skip without it."""
     if not (SHARED_SPEECH / "README.md").exists():
         pytest.skip(f"needs the shared speech set at {SHARED_SPEECH} (not in this checkout)")
     return SHARED_SPEECH

@@ -7,11 +7,21 @@ import queue
 
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 
 from cluster.config import AugmentConfig, FeatureConfig, load_config
+from tests.fakes import write_wav
 from workers.audio import load_audio
-from workers.augment import Augmenter, add_noise, reverberate, speed_perturb
+from workers.augment import (
+    CHANNEL_HIGHPASS,
+    CHANNEL_LOWPASS,
+    Augmenter,
+    add_noise,
+    random_channel,
+    reverberate,
+    speed_perturb,
+)
 from workers.producer import BatchProducer
 from workers.rundata import RunData
 
@@ -135,3 +145,71 @@ def test_classes_cover_the_speed_copies(synthetic_root):
     assert sorted(table[table >= 0]) == list(range(3 * n_train))
     s = data.db.speaker_index[sorted(data.train)[0]]
     assert table[s] == 0 and table[s + n] == n_train and table[s + 2 * n] == 2 * n_train
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_channel_removes_energy_above_its_cutoff_and_keeps_the_band(seed):
+    x = np.random.default_rng(100).standard_normal(4 * SR)
+    twin = np.random.default_rng(seed)  # the same draws as the channel makes: its edges
+    high, low = twin.uniform(*CHANNEL_HIGHPASS), twin.uniform(*CHANNEL_LOWPASS)
+    y = random_channel(x, np.random.default_rng(seed), SR)
+    f, p_in = scipy.signal.welch(x, SR, nperseg=1024)
+    _, p_out = scipy.signal.welch(y, SR, nperseg=1024)
+    gain_db = 10 * np.log10(p_out / p_in)
+    above = f > min(1.3 * low, 7900)
+    below = (f > 0) & (f < 0.5 * high)
+    inside = (f > 2 * high) & (f < 0.7 * low)
+    assert gain_db[above].max() < -15  # above the low-pass edge: gone
+    assert gain_db[below].max() < -10  # below the high-pass edge too
+    assert np.abs(gain_db[inside]).max() < 4  # the band is kept (a tilt of a few dB)
+
+
+def _twin_corpus(root, speakers=3):
+    """Each speaker: two identical short files (0.3 s, shorter than a smoke segment, so
+    both are tiled the same way): anchor and positive differ only by augmentation."""
+    rng = np.random.default_rng(0)
+    for s in range(speakers):
+        path = write_wav(root / f"spk{s}" / "a.wav", 0.3, f0=120.0 + 60 * s, rng=rng)
+        (root / f"spk{s}" / "b.wav").write_bytes(path.read_bytes())
+    return root
+
+
+def test_each_view_of_a_pair_gets_its_own_channel_and_resumes_identically(tmp_path):
+    corpus = _twin_corpus(tmp_path / "corpus")
+    common = [
+        f"data.path={corpus}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.min_seconds=0.1",
+        "data.eval_fraction=0",
+        "augment.enabled=true",
+        "augment.reverb_prob=0",
+        "augment.noise_prob=0",
+        "augment.gain_db=0",
+        "augment.time_masks=0",
+        "augment.freq_masks=0",
+    ]
+    q: queue.Queue = queue.Queue()
+
+    def batches(sets, n=2, state=None):
+        producer = BatchProducer.from_config(load_config("smoke", [*common, *sets]), 0, q)
+        if state:
+            producer.sampler.set_state(state)
+        producer.run(max_batches=n)
+        return [q.get() for _ in range(n)]
+
+    def views(batch):
+        b = len(batch.features) // 3
+        return batch.features[:b].astype(np.float32), batch.features[b : 2 * b].astype(np.float32)
+
+    plain = batches(["augment.channel_prob=0"])[0]
+    anchors, positives = views(plain)
+    np.testing.assert_array_equal(anchors, positives)  # the same audio, the same features
+
+    first = batches(["augment.channel_prob=1"], 3)
+    anchors, positives = views(first[0])
+    differ = np.abs(anchors - positives).mean(axis=(1, 2))
+    assert (differ > 0.1).all()  # every pair: two channels
+    # --resume: the sampler state a batch carries continues the same augmented stream.
+    again = batches(["augment.channel_prob=1"], 2, json.loads(first[0].sampler_state))
+    for want, got in zip(first[1:], again, strict=True):
+        np.testing.assert_array_equal(got.features, want.features)

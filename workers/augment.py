@@ -16,6 +16,9 @@ stream.
 - **additive noise** at a random SNR: a file from ``augment.noise_dir`` (MUSAN's
   ``noise/ music/ speech/``, or any folder of audio), else babble of other training
   speakers or coloured noise, so augmentation works out of the box;
+- **channel**: a random microphone and line, band-pass (60-300 Hz to 3.4-7.6 kHz: from
+  telephone band to nearly full band) and a spectral tilt, so the two views of a pair
+  never share a channel;
 - **gain**: a random level change;
 - **SpecAugment** time and frequency masks on the log-mel (set to the segment's mean,
   which the model's per-segment normalisation maps to zero).
@@ -74,6 +77,22 @@ def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     y = scipy.signal.oaconvolve(x, rir)[: len(x)]
     scale = np.sqrt(np.mean(x * x) / (np.mean(y * y) + 1e-12))
     return (y * scale).astype(np.float32)
+
+
+CHANNEL_HIGHPASS = (60.0, 300.0)  # Hz: the band-pass's lower edge is drawn from this range
+CHANNEL_LOWPASS = (3400.0, 7600.0)  # and its upper edge (capped below Nyquist)
+
+
+def random_channel(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """``x`` through a random microphone and line: a 4th-order Butterworth band-pass with
+    edges drawn from ``CHANNEL_HIGHPASS`` and ``CHANNEL_LOWPASS``, then a first-order
+    spectral tilt (pre-emphasis or de-emphasis). Also the synthetic corpus's channel."""
+    high = rng.uniform(*CHANNEL_HIGHPASS)
+    low = rng.uniform(CHANNEL_LOWPASS[0], min(CHANNEL_LOWPASS[1], 0.475 * sample_rate))
+    sos = scipy.signal.butter(4, [high, low], "bandpass", fs=sample_rate, output="sos")
+    y = scipy.signal.sosfilt(sos, x)
+    tilt = rng.uniform(-0.6, 0.6)
+    return scipy.signal.lfilter([1.0, -tilt * 0.5], [1.0], y)
 
 
 def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,7 +216,7 @@ class Augmenter:
         return coloured_noise(n, rng)
 
     def waveform(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Reverberation, noise and gain, each with its probability."""
+        """Reverberation, noise, channel and gain, each with its probability."""
         c = self.cfg
         if c.reverb_prob and rng.random() < c.reverb_prob:
             if self.rir_folder is not None:
@@ -208,6 +227,8 @@ class Augmenter:
                 x = reverberate(x, rir)
         if c.noise_prob and rng.random() < c.noise_prob:
             x = add_noise(x, self._noise(len(x), rng), float(rng.uniform(c.snr_low, c.snr_high)))
+        if c.channel_prob and rng.random() < c.channel_prob:
+            x = random_channel(x, rng, self.sr)
         if c.gain_db and rng.random() < 0.5:
             x = x * np.float32(10 ** (rng.uniform(-c.gain_db, c.gain_db) / 20))
         return x.astype(np.float32)

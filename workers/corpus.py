@@ -208,13 +208,15 @@ class SpeakerDatabase:
         return [s for s in self.speakers if len(self.by_speaker[s]) >= 2]
 
     def split(
-        self, eval_fraction: float, seed: int = 0, min_eval: int = 2
+        self, eval_fraction: float, seed: int = 0, min_eval: int = 2, min_utterances: int = 2
     ) -> tuple[list[str], list[str]]:
         """Deterministic speaker split (never utterances): ``(train, held_out)``.
 
-        Held-out speakers are chosen among those with two or more utterances
-        (they make target trials), by a seeded hash of the name, so the split does
-        not depend on file order and survives corpus growth.
+        Held-out speakers are chosen by a seeded hash of the name (the split does not
+        depend on file order and survives corpus growth) among :meth:`eval_candidates`;
+        ``round(eval_fraction * speakers)`` of them, at least ``min_eval``. When the rule
+        on ``min_utterances`` narrows the candidates, at most half of them are held out,
+        so training keeps speakers with several recordings too.
         """
         if eval_fraction <= 0:
             return list(self.speakers), []
@@ -222,13 +224,31 @@ class SpeakerDatabase:
         def rank(s: str) -> str:
             return hashlib.sha1(f"{seed}:{s}".encode()).hexdigest()
 
-        candidates = sorted(self.anchor_speakers(), key=rank)
+        candidates = self.eval_candidates(min_utterances, min_eval)
         n = max(min_eval, round(eval_fraction * len(self.speakers)))
+        if len(candidates) < len(self.anchor_speakers()):
+            n = min(n, len(candidates) // 2)
         # Keep at least two anchor speakers for training.
         n = min(n, max(0, len(candidates) - 2))
-        held = sorted(candidates[:n])
+        held = sorted(sorted(candidates, key=rank)[:n])
         train = [s for s in self.speakers if s not in set(held)]
         return train, held
+
+    def eval_candidates(self, min_utterances: int = 2, min_eval: int = 2) -> list[str]:
+        """The speakers that can be held out: those with ``min_utterances`` or more (several
+        recordings: a speaker cut from one recording into 2-3 pieces would make target
+        trials of one session). When fewer than ``2 * min_eval`` speakers qualify (a
+        corpus without such speakers), every speaker with two or more utterances."""
+        many = [s for s in self.speakers if len(self.by_speaker[s]) >= min_utterances]
+        if min_utterances > 2 and len(many) < 2 * max(min_eval, 1):
+            log.info(
+                "%d speaker(s) have %d+ utterances (need %d): any speaker with 2+ can be held out",
+                len(many),
+                min_utterances,
+                2 * max(min_eval, 1),
+            )
+            return self.anchor_speakers()
+        return many
 
     def subset(self, speakers: list[str]) -> SpeakerDatabase:
         keep = set(speakers)

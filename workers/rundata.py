@@ -57,7 +57,9 @@ class RunData:
     @classmethod
     def of(cls, db: SpeakerDatabase, data: DataConfig) -> RunData:
         """An already scanned database, split as ``data`` says."""
-        train, held = db.split(data.eval_fraction, data.split_seed, data.min_eval_speakers)
+        train, held = db.split(
+            data.eval_fraction, data.split_seed, data.min_eval_speakers, data.eval_min_utterances
+        )
         return cls(db, train, held, data)
 
     def classes(self, copies: int = 1) -> np.ndarray:

@@ -30,6 +30,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from cluster.config import SyntheticConfig
+from workers.augment import random_channel
 from workers.corpus import default_cache_root
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,7 @@ def synth_utterance(voice: Voice, seconds: float, rng: np.random.Generator) -> n
 
 
 def apply_channel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    hp = rng.uniform(60, 300)
-    lp = rng.uniform(3400, 7600)
-    sos = scipy.signal.butter(4, [hp, lp], "bandpass", fs=SR, output="sos")
-    y = scipy.signal.sosfilt(sos, x)
-    tilt = rng.uniform(-0.6, 0.6)  # first-order spectral tilt
-    y = scipy.signal.lfilter([1.0, -tilt * 0.5], [1.0], y)
+    y = random_channel(x, rng, SR)
     snr_db = rng.uniform(12, 40)
     noise = rng.standard_normal(len(y))
     if rng.random() < 0.5:  # pink-ish noise
