@@ -43,7 +43,7 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from learner.inference import SpeakerModel
+    from learner.commands.speaker_model import SpeakerModel
 
     figures: dict = {"bench": "inference", "threads": 1}
     with tempfile.TemporaryDirectory() as tmp:

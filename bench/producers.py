@@ -33,13 +33,15 @@ from cluster.config import load_config, replace  # noqa: E402
 
 
 def build_time(cfg) -> float:
+    from workers.batches import BatchBuilder
     from workers.rundata import RunData
-    from workers.sampler import BatchBuilder, TripletSampler
+    from workers.sampler import TripletSampler
 
     fill_cache(cfg)  # what workers.precompute does, in-process
     data = RunData.open(replace(cfg, data={"feature_cache": "read"}).data, cfg.synthetic)
     reader = data.source(cfg.features)  # a fresh reader, as a producer would be
-    builder = BatchBuilder(TripletSampler(data.db, triplets=32, seed=0), reader, frames=400)
+    sampler = TripletSampler(data.db, triplets=32, seed=0)
+    builder = BatchBuilder(sampler, reader, frames=400, features=cfg.features)
     return median(timeit(builder.build, repeat=50, warmup=3))
 
 

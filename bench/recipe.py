@@ -144,7 +144,7 @@ def rounded(result) -> dict:
 
 def score(run: Path, checkpoint: Path, trials: int) -> dict:
     """The end model on the run's held-out speakers, with a bootstrap interval."""
-    from learner.inference import SpeakerModel
+    from learner.commands.speaker_model import SpeakerModel
 
     _, evaluator = held_out(run, trials)
     model = SpeakerModel.load(checkpoint)
@@ -155,7 +155,7 @@ def mfcc_baseline(run: Path, trials: int) -> dict:
     """The same trials scored by the untrained baseline (MFCC mean and deviation, cosine)."""
     import numpy as np
 
-    from learner.baseline import mfcc_embedding
+    from learner.scoring.baseline import mfcc_embedding
 
     cfg, evaluator = held_out(run, trials)
     db = evaluator.db

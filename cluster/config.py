@@ -63,8 +63,8 @@ class DataConfig:
     # A corpus folder, a Kaldi data folder or a .csv/.tsv manifest; several joined by ":"
     # (speakers kept apart by corpus). Empty: the embedded synthetic corpus.
     path: str = ""
-    layout: str = "auto"  # auto | librispeech | voxceleb | cnceleb | vctk | flat | kaldi | manifest
-    vctk_mic: str = "mic1"  # VCTK 0.92 has two microphones per sentence: mic1 | mic2 | both
+    layout: str = "auto"  # auto, or one of cluster.corpora.LAYOUTS
+    vctk_mic: str = "mic1"  # VCTK 0.92 has two microphones per sentence: cluster.corpora.VCTK_MICS
     cache_dir: str = ""  # empty: ~/.cache/voice-embeddings
     feature_cache: str = "readwrite"  # readwrite | read | off (recompute every segment)
     min_seconds: float = 0.5  # shorter utterances are skipped

@@ -45,6 +45,16 @@ TRAIN_FIELDS = ("step", "loss", "cos_ap", "cos_an", "active", "lr", "step_s", "w
 EVAL_FIELDS = ("step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold",
                "min_dcf_01", "min_dcf_05", "trials", "eval_s")  # fmt: skip
 PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
+# Event kinds (the ``kind`` of an ``events`` entry); ``data`` is a JSON object.
+EVENT_START = "start"  # {"resume": checkpoint path or null}
+EVENT_STOP = "stop"  # {"status": finished | interrupted | failed}
+EVENT_ERROR = "error"  # {"message", "exit_code"}
+EVENT_RESTART = "restart"  # {"step", "restart", "why"}: the learner restarted
+EVENT_CHECKPOINT = "checkpoint"  # {"step", "reason", "bytes", "path"}
+EVENT_AVERAGE = "average"  # {"path", "from", ...the averaged model's evaluation}
+EVENT_COLLAPSE = "collapse"  # {"step"}: every embedding alike
+EVENT_SCALE = "scale"  # {"wait_share", "requested_producers", "started", "producers"}
+EVENT_QUARANTINED = "quarantined"  # {"files"}: files that killed their producer twice
 
 
 def meta_key(run: str) -> str:
@@ -203,7 +213,7 @@ class MetricsWriter:
             log.warning(
                 "metrics: Redis at %s is unreachable (%s); training goes on and metrics "
                 "are buffered (up to %d entries) until it is back",
-                self.url.split("@")[-1],
+                public_url(self.url),
                 exc,
                 self._bound,
             )

@@ -93,11 +93,34 @@ def attach_queue(run_id: str) -> Queue:
             f"no running run {run_id!r} in this Ray cluster (no actor {queue_name(run_id)!r}); "
             "is the driver (python -m learner) running and connected to the same cluster?"
         ) from None
-    # ray.util.queue.Queue has no constructor for an existing actor; fill in its two fields.
-    queue = Queue.__new__(Queue)
-    queue.actor = actor
-    queue.maxsize = ray.get(actor.__ray_call__.remote(lambda self: self.maxsize))
-    return queue
+    return RayQueueInternals.of_actor(actor)
+
+
+class RayQueueInternals:
+    """The one place that reaches inside ``ray.util.queue.Queue`` (Ray 2.x): its ``actor``
+    and ``maxsize`` fields, and the actor's ``get(timeout)``, ``qsize()`` and ``maxsize``.
+    The public API has no constructor for an existing actor and no non-blocking ``get``
+    that returns an ObjectRef, which the prefetching stream needs. If a Ray upgrade
+    changes these, ``tests/integration/test_ray_pipeline.py::
+    test_the_ray_queue_internals_we_use_are_still_there`` fails and names the piece."""
+
+    @staticmethod
+    def of_actor(actor: Any) -> Queue:
+        """A ``Queue`` for an existing queue actor (found by name)."""
+        queue = Queue.__new__(Queue)
+        queue.actor = actor
+        queue.maxsize = ray.get(actor.__ray_call__.remote(lambda self: self.maxsize))
+        return queue
+
+    @staticmethod
+    def get_ref(queue: Queue) -> ray.ObjectRef:
+        """A request for the next item (blocking inside the actor until there is one)."""
+        return queue.actor.get.remote(None)
+
+    @staticmethod
+    def size_ref(queue: Queue) -> ray.ObjectRef:
+        """A request for the number of items waiting."""
+        return queue.actor.qsize.remote()
 
 
 class DataTimeout(TimeoutError):
@@ -148,7 +171,7 @@ class BatchStream(Iterator[Batch]):
                 self._depth = ray.get(self._depth_ref)
             except ray.exceptions.RayError:
                 pass
-        self._depth_ref = self.queue.actor.qsize.remote()
+        self._depth_ref = RayQueueInternals.size_ref(self.queue)
         return self._depth
 
     def stop(self) -> None:
@@ -166,7 +189,7 @@ class BatchStream(Iterator[Batch]):
                 if self.timeout and time.perf_counter() - start > self.timeout:
                     raise DataTimeout(time.perf_counter() - start)
                 while len(self._pending) < self.prefetch:
-                    self._pending.append(self.queue.actor.get.remote(None))
+                    self._pending.append(RayQueueInternals.get_ref(self.queue))
                 ready, _ = ray.wait([self._pending[0]], timeout=self.poll)
                 if not ready:
                     continue

@@ -19,23 +19,16 @@ from typing import Any
 
 import yaml
 
+from cluster.corpora import LAYOUTS, VCTK_MICS
+
 
 class ConfigError(ValueError):
     """A preset, file or override that does not fit the config schema."""
 
 
 _CHOICES = {
-    ("data", "layout"): {
-        "auto",
-        "librispeech",
-        "voxceleb",
-        "cnceleb",
-        "vctk",
-        "flat",
-        "kaldi",
-        "manifest",
-    },  # fmt: skip
-    ("data", "vctk_mic"): {"mic1", "mic2", "both"},
+    ("data", "layout"): {"auto", *LAYOUTS},
+    ("data", "vctk_mic"): set(VCTK_MICS),
     ("data", "feature_cache"): {"readwrite", "read", "off"},
     ("features", "dtype"): {"float16", "float32"},
     ("model", "input_norm"): {"cmvn", "cmn"},

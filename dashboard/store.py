@@ -34,17 +34,13 @@ class StoreUnavailable(RuntimeError):
     """Redis cannot be reached; the message says where."""
 
 
-def _safe(url: str) -> str:
-    return url.split("@")[-1]
-
-
 class UrlSource:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = M.connect(url)
 
     def describe(self) -> str:
-        return f"Redis at {_safe(self.url)}"
+        return f"Redis at {M.public_url(self.url)}"
 
     def runs(self) -> list[dict[str, Any]]:
         try:
@@ -54,7 +50,9 @@ class UrlSource:
                 pipe.hgetall(M.meta_key(rid))
             metas = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {_safe(self.url)}: {exc}") from None
+            raise StoreUnavailable(
+                f"cannot reach Redis at {M.public_url(self.url)}: {exc}"
+            ) from None
         return [{"id": rid, **meta} for rid, meta in zip(ids, metas, strict=True)]
 
     def client_for(self, run_id: str) -> redis.Redis:
@@ -234,7 +232,7 @@ class RunSeries:
     def checkpoints(self) -> list[int]:
         out = []
         for row in self.events.rows:
-            if row.get("kind") == "checkpoint":
+            if row.get("kind") == M.EVENT_CHECKPOINT:
                 try:
                     out.append(int(json.loads(row.get("data", "{}"))["step"]))
                 except (ValueError, KeyError):

@@ -33,9 +33,14 @@ def speed_copies(cfg) -> int:
 
 
 def build_learner(
-    cfg, run_dir: str | Path | None, device: str = "auto", metrics: Any = NULL_METRICS
+    cfg,
+    run_dir: str | Path | None,
+    device: str = "auto",
+    metrics: Any = NULL_METRICS,
+    queue_depth: Any = None,
 ) -> Learner:
-    """A Learner with the held-out evaluation of the run's corpus."""
+    """A Learner with the held-out evaluation of the run's corpus; ``queue_depth``: a
+    callable giving the batches waiting (recorded with each step)."""
     device = resolve_device(device)
     data = RunData.open(cfg.data, cfg.synthetic)
     held = data.held
@@ -58,7 +63,14 @@ def build_learner(
         len(held),
     )
     return Learner(
-        cfg, run_dir, evaluator, metrics, device, mixed, classes=data.classes(speed_copies(cfg))
+        cfg,
+        run_dir,
+        evaluator,
+        metrics,
+        device,
+        mixed,
+        queue_depth=queue_depth,
+        classes=data.classes(speed_copies(cfg)),
     )
 
 
@@ -79,14 +91,13 @@ class LearnerActor:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.cfg = config_from_dict(config)
         self.metrics = MetricsWriter.from_config(self.cfg.metrics, run_id, "learner", redis_url)
-        self.learner = build_learner(self.cfg, run_dir, device, self.metrics)
-        if resume:
-            self.learner.restore(resolve(resume))
-        self.run_id = run_id
         self.stream = BatchStream(
             attach_queue(run_id), self.cfg.learner.prefetch, timeout=self.cfg.learner.data_timeout
         )
-        self.learner.queue_depth = self.stream.depth
+        self.learner = build_learner(self.cfg, run_dir, device, self.metrics, self.stream.depth)
+        if resume:
+            self.learner.restore(resolve(resume))
+        self.run_id = run_id
         self.lock = threading.Lock()
 
     def train(self, steps: int) -> dict[str, Any]:

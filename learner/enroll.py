@@ -1,49 +1,9 @@
-"""Enrol a speaker from a few recordings into a profile store (JSON).
-
-Examples:
-    python -m learner.enroll alice alice1.wav alice2.wav -c runs/x --store team.json
-    python -m learner.enroll bob recordings/bob/ -c runs/x --store team.json
-
-Re-enrolling a name replaces its profile. Then: python -m learner.identify.
-"""
-
-from __future__ import annotations
+"""``python -m learner.enroll``: kept as a thin entry point; the command is
+:mod:`learner.commands.enroll` (``python -m learner.enroll --help``)."""
 
 import sys
 
-from learner.cli import EXIT_ERROR, guarded, parser
-from learner.embed import embed_paths
-from learner.inference import SpeakerModel, expand_inputs
-from learner.profiles import ProfileStore
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m learner.enroll", __doc__)
-    p.add_argument("name", help="speaker name")
-    p.add_argument("inputs", nargs="+", help="recordings of that speaker (files or folders)")
-    p.add_argument("--store", required=True, help="profile store file (created if missing)")
-    a = p.parse_args(argv)
-
-    def body() -> int:
-        model = SpeakerModel.load(a.checkpoint)
-        ProfileStore(a.store).check_model(model.spec, model.fingerprint)  # fail before embedding
-        emb, kept, skipped = embed_paths(model, expand_inputs(a.inputs), progress=False)
-        for path, reason in skipped:
-            print(f"warning: skipped {path}: {reason}", file=sys.stderr)
-        if not kept:
-            print(f"error: none of the recordings of {a.name} could be used", file=sys.stderr)
-            return EXIT_ERROR
-        with ProfileStore.update(a.store) as store:  # locked: concurrent enrols all land
-            store.check_model(model.spec, model.fingerprint)
-            store.add(a.name, emb, [str(p) for p, _ in kept])
-        print(
-            f"enrolled {a.name} from {len(kept)} recording(s); {len(store.names())} speaker(s) "
-            f"in {a.store}"
-        )
-        return 0
-
-    return guarded(body)
-
+from learner.commands.enroll import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

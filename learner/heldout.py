@@ -12,11 +12,11 @@ import logging
 
 import numpy as np
 
-from learner.embedding import Embedder, embed_features
-from learner.scoring import EvalResult, bootstrap_eer, score_trials, summarize
-from learner.trials import generate_trials
+from learner.scoring.scores import EvalResult, bootstrap_eer, score_trials, summarize
+from learner.scoring.trials import generate_trials
+from learner.scoring.windows import Embedder, embed_features
 from workers.audio import AudioError
-from workers.cache import FeatureSource
+from workers.cache import CachedSource
 from workers.corpus import SpeakerDatabase
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class HeldOutEval:
     def __init__(
         self,
         db: SpeakerDatabase,
-        source: FeatureSource,
+        source: CachedSource,
         frames: int,
         n_trials: int = 2000,
         seed: int = 0,
@@ -62,30 +62,3 @@ class HeldOutEval:
             low, high = bootstrap_eer(scores, labels, enrol, self.bootstrap, self.seed)
             result = dataclasses.replace(result, eer_low=low, eer_high=high)
         return result
-
-
-COLLAPSE_SPREAD = 1e-3  # 1 - mean pairwise cosine of anchors below this: all embeddings alike
-COLLAPSE_STEPS = 20
-
-
-class CollapseWatch:
-    """Says when every embedding has become the same: the anchors' mean pairwise cosine above
-    ``1 - COLLAPSE_SPREAD`` for ``COLLAPSE_STEPS`` steps (log and ``collapse`` event)."""
-
-    def __init__(self, metrics) -> None:
-        self.metrics, self.collapsed, self._low = metrics, False, 0
-
-    def observe(self, spread: float, step: int) -> None:
-        self._low = self._low + 1 if spread < COLLAPSE_SPREAD else 0
-        if self._low >= COLLAPSE_STEPS and not self.collapsed:
-            self.collapsed = True
-            log.warning(
-                "embeddings have collapsed: for %d steps every anchor embedding is the "
-                "same (mean pairwise cosine > %.3f). Lower the learning rate or use "
-                "learner.mining=semihard.",
-                COLLAPSE_STEPS,
-                1 - COLLAPSE_SPREAD,
-            )
-            self.metrics.event("collapse", {"step": step})
-        elif self._low == 0:
-            self.collapsed = False

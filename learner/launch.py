@@ -20,7 +20,15 @@ import ray
 import redis
 
 from cluster.config import RunConfig
-from cluster.metrics import NULL_METRICS, MetricsWriter, connect
+from cluster.metrics import (
+    EVENT_ERROR,
+    EVENT_RESTART,
+    EVENT_START,
+    EVENT_STOP,
+    NULL_METRICS,
+    MetricsWriter,
+    connect,
+)
 from cluster.queue import create_queue
 from cluster.ray_session import init_ray, spare_cpus
 from cluster.registry import create_registry
@@ -89,7 +97,7 @@ class Launch:
             max_steps=cfg.learner.max_steps,
             run_dir=str(self.run.path),
         )
-        self.writer.event("start", {"resume": str(self.resume.path) if self.resume else None})
+        self.writer.event(EVENT_START, {"resume": str(self.resume.path) if self.resume else None})
         if self.resume is not None:
             self._rewind(self.resume)
 
@@ -177,7 +185,7 @@ class Launch:
         )
         with contextlib.suppress(Exception):
             ray.kill(self.actor, no_restart=True)
-        self.writer.event("restart", {"step": ckpt.step, "restart": self.restarts, "why": why})
+        self.writer.event(EVENT_RESTART, {"step": ckpt.step, "restart": self.restarts, "why": why})
         self.writer.flush()
         self._rewind(ckpt)
         self.actor = self._learner(ckpt)
@@ -218,8 +226,8 @@ class Launch:
         finally:
             status = STATUS_OF_EXIT.get(code, "failed")
             if error:
-                self.writer.event("error", {"message": error, "exit_code": code})
-            self.writer.event("stop", {"status": status})
+                self.writer.event(EVENT_ERROR, {"message": error, "exit_code": code})
+            self.writer.event(EVENT_STOP, {"status": status})
             self.writer.meta(
                 status=status, ended_at=time.time(), **({"error": error} if error else {})
             )

@@ -24,7 +24,8 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import RunConfig
-from cluster.metrics import NULL_METRICS
+from cluster.metrics import EVENT_AVERAGE, EVENT_CHECKPOINT, EVENT_COLLAPSE, NULL_METRICS
+from learner.averaging import average_weights, write_average
 from learner.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -32,7 +33,7 @@ from learner.checkpoint import (
     assign_arrays,
     variables_to_arrays,
 )
-from learner.heldout import CollapseWatch, HeldOutEval
+from learner.heldout import HeldOutEval
 from learner.train_step import TrainStep, configure
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,33 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the weights in memory are no longer usable."""
+
+
+COLLAPSE_SPREAD = 1e-3  # 1 - mean pairwise cosine of anchors below this: all embeddings alike
+COLLAPSE_STEPS = 20
+
+
+class CollapseWatch:
+    """Says when every embedding has become the same: the anchors' mean pairwise cosine above
+    ``1 - COLLAPSE_SPREAD`` for ``COLLAPSE_STEPS`` steps (log and ``collapse`` event)."""
+
+    def __init__(self, metrics) -> None:
+        self.metrics, self.collapsed, self._low = metrics, False, 0
+
+    def observe(self, spread: float, step: int) -> None:
+        self._low = self._low + 1 if spread < COLLAPSE_SPREAD else 0
+        if self._low >= COLLAPSE_STEPS and not self.collapsed:
+            self.collapsed = True
+            log.warning(
+                "embeddings have collapsed: for %d steps every anchor embedding is the "
+                "same (mean pairwise cosine > %.3f). Lower the learning rate or use "
+                "learner.mining=semihard.",
+                COLLAPSE_STEPS,
+                1 - COLLAPSE_SPREAD,
+            )
+            self.metrics.event(EVENT_COLLAPSE, {"step": step})
+        elif self._low == 0:
+            self.collapsed = False
 
 
 class Learner:
@@ -114,12 +142,36 @@ class Learner:
         return self.summary()
 
     def average(self) -> dict[str, Any] | None:
-        """The end-of-run model, made once when ``learner.average_last`` asks for one: see
-        :func:`learner.average.end_of_run`."""
-        if self.cfg.learner.average_last >= 2 and self.averaged is None:
-            from learner.average import end_of_run
-
-            self.averaged = end_of_run(self)
+        """The end-of-run model, made once when ``learner.average_last`` asks for one: the
+        mean of the last checkpoints (the current weights saved first), evaluated on the
+        held-out speakers and written to ``<run>/averaged/`` with that evaluation's
+        threshold; the learner keeps its own weights."""
+        if self.cfg.learner.average_last < 2 or self.averaged is not None:
+            return self.averaged
+        if self.checkpoints is None or self.diverged:
+            return None
+        latest = self.checkpoints.latest()
+        if latest is None or latest.step != self.step:
+            self.save("final")
+        used = self.checkpoints.all()[-self.cfg.learner.average_last :]
+        if len(used) < 2:
+            log.info("not averaging: %d checkpoint(s)", len(used))
+            return None
+        current = variables_to_arrays(self.model.variables)
+        assign_arrays(self.model.variables, average_weights(used), "averaged weights")
+        result = self.evaluator(self.embed).as_dict() if self.evaluator else {}
+        assign_arrays(self.model.variables, current, "current weights")
+        extra = {"averaged_eval": result, **({"threshold": result["threshold"]} if result else {})}
+        ckpt, _ = write_average(self.checkpoints.dir.parent, len(used), extra)
+        self.averaged = {"path": str(ckpt.path), "from": [c.step for c in used], **result}
+        if result:
+            log.info(
+                "averaged model of steps %s: held-out EER %.2f%% (last %.2f%%)",
+                self.averaged["from"],
+                100 * result["eer"],
+                100 * self.last_eval.get("eer", float("nan")),
+            )
+        self.metrics.event(EVENT_AVERAGE, self.averaged)
         return self.averaged
 
     def train_batch(self, batch: Batch, waited: float = 0.0) -> dict[str, float]:
@@ -246,7 +298,7 @@ class Learner:
         size = self.checkpoints.size_bytes(ckpt)
         log.info("checkpoint %s (%s, %.1f MB)", ckpt.path.name, reason, size / 2**20)
         self.metrics.event(
-            "checkpoint",
+            EVENT_CHECKPOINT,
             {"step": self.step, "reason": reason, "bytes": size, "path": str(ckpt.path)},
         )
         return ckpt
@@ -273,6 +325,8 @@ class Learner:
         self.threshold = state.get("threshold")
         self.last_eval = state.get("last_eval") or {}
         self.sampler_states = dict(state.get("sampler_states") or {})
+        # Time spent before the resume: a learner.max_minutes schedule goes on from there.
+        self.totals.update(state.get("totals") or {})
         log.info("resumed from %s at step %d", ckpt.path, self.step)
         return state
 
@@ -281,7 +335,7 @@ class Learner:
         recent = list(self.recent)[-20:]
         mean = {
             k: float(np.mean([r[k] for r in recent])) if recent else float("nan")
-            for k in ("loss", "cos_ap", "cos_an", "active", "wait_s", "step_s", "build_s")
+            for k in ("loss", "cos_ap", "cos_an")  # what the driver's progress bar shows
         }
         t = self.totals
         busy = t["wait"] + t["step"]
@@ -291,8 +345,6 @@ class Learner:
             "wait_share": t["wait"] / busy if busy else 0.0,
             "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
             "last_eval": self.last_eval,
-            "collapsed": self.collapse.collapsed,
             "averaged": self.averaged,
-            "tracing_count": self.train_step.tracing_count,
             "totals": dict(self.totals),
         }

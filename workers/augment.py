@@ -1,7 +1,7 @@
 """Augmentation on the producers: each training segment is a fresh acoustic condition.
 
 A producer with ``augment.enabled`` crops a segment of the utterance's cached
-speech waveform (int16, VAD-trimmed: :class:`WaveSource`), passes it through the
+speech waveform (int16, VAD-trimmed: :class:`~workers.extract.SpeechExtractor`), passes it through the
 stages below, each with its own probability and range, and computes the log-mel
 of the result. Every random choice comes from the sampler's generator, whose state
 travels in each batch, so a run is reproducible and ``--resume`` continues the same

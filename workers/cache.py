@@ -1,13 +1,16 @@
-"""Per-utterance log-mel features: from the on-disk cache when it has them, computed otherwise.
+"""Storage of per-utterance arrays: what an extractor (:mod:`workers.extract`) made of each
+file, kept on disk and in memory, so each file is decoded once.
 
-Cache layout: ``<cache_root>/features/<corpus-key>/<feature-spec>/<hash>.npy``, the
-hash of the file's relative path, size and mtime (the manifest's key), so a replaced
-or repaired file is extracted again
-(float16 by default, not normalised: normalisation is per segment, after the
-crop). A file that cannot be used leaves ``<hash>.rej`` holding the reason, so
-the next pass skips it without decoding it again. Every write goes to a
-temporary name first and is renamed into place, so a killed writer leaves no
-half-written entry and a restarted one simply carries on.
+Cache layout: ``<cache_root>/<kind>/<corpus-key>/<spec>/<hash>.npy`` (``features`` for
+log-mel, ``waves`` for int16 speech), the hash of the file's relative path, size and
+mtime (the manifest's key), so a replaced or repaired file is extracted again. A file
+that cannot be used leaves ``<hash>.rej`` holding the reason, so the next pass skips it
+without decoding it again. Every write goes to a temporary name first and is renamed
+into place, so a killed writer leaves no half-written entry and a restarted one simply
+carries on.
+
+    source = CachedSource(db, LogMelExtractor(cfg), FeatureStore.of(db.root, extractor))
+    feats = source.get(i)       # from memory, else disk, else extracted (and written)
 """
 
 from __future__ import annotations
@@ -21,18 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from cluster.config import FeatureConfig
 from cluster.files import atomic_write, atomic_write_text
-from workers.audio import (
-    AudioError,
-    NoSpeech,
-    TooShort,
-    audio_blocks,
-    load_speech,
-    remove_silence,
-)
+from workers.audio import AudioError
 from workers.corpus import SpeakerDatabase, Utterance, corpus_key, default_cache_root
-from workers.features import LogMel
+from workers.extract import Extractor
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +48,16 @@ class Quarantined(AudioError):
 
 
 class FeatureStore:
-    """Read and write one corpus's cached features for one feature spec."""
+    """Read and write one corpus's cached arrays of one extractor and spec."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     @classmethod
-    def for_corpus(cls, corpus: Path, cfg: FeatureConfig, cache_dir: str = "") -> FeatureStore:
-        """The store of ``corpus``'s features for the feature spec of ``cfg``."""
+    def of(cls, corpus: Path, extractor: Extractor, cache_dir: str = "") -> FeatureStore:
+        """The store of what ``extractor`` makes of ``corpus``'s files."""
         key = corpus_key(Path(corpus))
-        return cls(default_cache_root(cache_dir) / "features" / key / cfg.fingerprint())
-
-    @classmethod
-    def for_waves(cls, corpus: Path, cfg: FeatureConfig, cache_dir: str = "") -> FeatureStore:
-        """The store of ``corpus``'s speech waveforms (int16) that augmenting producers read."""
-        key = corpus_key(Path(corpus))
-        return cls(default_cache_root(cache_dir) / "waves" / key / wave_spec(cfg))
+        return cls(default_cache_root(cache_dir) / extractor.kind / key / extractor.spec)
 
     def key(self, utt: Utterance) -> str:
         """The entry of one version of a file: its path, size and mtime, as in the manifest.
@@ -113,69 +102,20 @@ class FeatureStore:
         return np.load(self.npy(utt), mmap_mode="r")
 
 
-LONG_SECONDS = 600.0  # files longer than this are decoded block by block
-BLOCK_SECONDS = 60.0
+class CachedSource:
+    """What ``extractor`` makes of utterance ``i`` of a database: memory, else the store,
+    else extracted.
 
-
-def extract(db: SpeakerDatabase, index: int, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
-    """Decode, drop silence, compute log-mel: ``[frames, n_mels]`` in ``cfg.dtype``.
-
-    A long file (a multi-hour recording) is decoded in blocks of ``BLOCK_SECONDS``, each
-    trimmed and turned into features on its own, so a producer's memory is bounded by the
-    block, never by the file.
-    """
-    path = db.abspath(index)
-    if db.utterances[index].seconds > LONG_SECONDS:
-        return _extract_blocks(path, cfg, logmel)
-    speech = load_speech(path, cfg)
-    if len(speech) < logmel.win:
-        raise TooShort(path, "too little speech after silence removal")
-    return logmel(speech).astype(cfg.dtype)
-
-
-def _speech_blocks(path: Path, cfg: FeatureConfig):
-    """The speech of a long file, block by block (VAD relative to each block's loudest frame:
-    a quiet hour still counts); ``NoSpeech`` when no block has any."""
-    found = False
-    for block in audio_blocks(path, cfg.sample_rate, BLOCK_SECONDS):
-        try:
-            speech = remove_silence(
-                block,
-                cfg.sample_rate,
-                cfg.win_length,
-                cfg.hop_length,
-                cfg.vad_db,
-                cfg.vad_floor_db,
-                path=path,
-            )
-        except NoSpeech:
-            continue
-        found = True
-        yield speech
-    if not found:
-        raise NoSpeech(path, "no speech detected (silent or below the energy floor)")
-
-
-def _extract_blocks(path: Path, cfg: FeatureConfig, logmel: LogMel) -> np.ndarray:
-    parts = [logmel(s).astype(cfg.dtype) for s in _speech_blocks(path, cfg) if len(s) >= logmel.win]
-    if not parts:
-        raise TooShort(path, "too little speech after silence removal")
-    return np.concatenate(parts)
-
-
-class FeatureSource:
-    """Features of utterance ``i`` of a database: cache, else memory, else computed.
-
-    Computed features are written to the cache when ``write_cache`` is set, and
-    kept in an in-memory LRU bounded by ``memory_bytes``. Open cache files are
-    memory-mapped and kept in a bounded LRU as well, so the OS page cache is
-    shared between producers on one machine.
+    Extracted arrays are written to the store when ``write_cache`` is set, and kept in an
+    in-memory LRU bounded by ``memory_bytes``. Open cache files are memory-mapped and
+    kept in a bounded LRU as well, so the OS page cache is shared between producers on
+    one machine.
     """
 
     def __init__(
         self,
         db: SpeakerDatabase,
-        cfg: FeatureConfig,
+        extractor: Extractor,
         store: FeatureStore | None = None,
         write_cache: bool = False,
         memory_bytes: int = 256 << 20,
@@ -184,9 +124,9 @@ class FeatureSource:
     ) -> None:
         """``guard`` (a producer's :class:`DecodeGuard`) is told which file is being decoded,
         so a file that kills its producer is blamed and, the second time, quarantined."""
-        self.db, self.cfg, self.store, self.write_cache = db, cfg, store, write_cache
+        self.db, self.extractor, self.store, self.write_cache = db, extractor, store, write_cache
+        self.cfg = extractor.cfg
         self.guard = guard
-        self.logmel = LogMel(cfg)
         self.memory_bytes = memory_bytes
         self.max_open = max_open
         self._lru: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -227,7 +167,7 @@ class FeatureSource:
 
     def compute(self, index: int) -> np.ndarray:
         """What this source keeps of an utterance, computed from its audio."""
-        return extract(self.db, index, self.cfg, self.logmel)
+        return self.extractor(self.db.abspath(index), self.db.utterances[index].seconds)
 
     def _extract(self, index: int, utt: Utterance) -> np.ndarray:
         if self.guard is None:
@@ -260,34 +200,3 @@ class FeatureSource:
         while self._lru and (self._lru_bytes > self.memory_bytes or len(self._lru) > self.max_open):
             _, old = self._lru.popitem(last=False)
             self._lru_bytes -= 0 if isinstance(old, np.memmap) else old.nbytes
-
-
-def wave_spec(cfg: FeatureConfig) -> str:
-    """What a cached speech waveform depends on: the rate and the VAD settings."""
-    parts = (cfg.sample_rate, cfg.win_length, cfg.hop_length, cfg.vad_db, cfg.vad_floor_db)
-    return "wave-" + hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
-
-
-def speech_int16(db: SpeakerDatabase, index: int, cfg: FeatureConfig) -> np.ndarray:
-    """Decoded, resampled, VAD-trimmed speech as int16 (long files in blocks)."""
-    path = db.abspath(index)
-    if db.utterances[index].seconds > LONG_SECONDS:
-        speech = np.concatenate(list(_speech_blocks(path, cfg)))
-    else:
-        speech = load_speech(path, cfg)
-    if len(speech) < cfg.win_length:
-        raise TooShort(path, "too little speech after silence removal")
-    return (np.clip(speech, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-
-
-class WaveSource(FeatureSource):
-    """Speech waveforms (int16) of a database's utterances, cached like features, for the
-    producers that augment audio: decoded once, never again."""
-
-    @classmethod
-    def for_corpus(cls, db: SpeakerDatabase, cfg: FeatureConfig, mode: str, cache_dir: str = ""):
-        store = None if mode == "off" else FeatureStore.for_waves(db.root, cfg, cache_dir)
-        return cls(db, cfg, store, write_cache=mode == "readwrite")
-
-    def compute(self, index: int) -> np.ndarray:
-        return speech_int16(self.db, index, self.cfg)

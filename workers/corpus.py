@@ -21,12 +21,12 @@ from pathlib import Path
 
 from cluster.files import atomic_write_text
 from workers.audio import AudioError, audio_info
-from workers.layouts import detect_layout  # noqa: F401 - re-exported for callers
 from workers.listings import ListingError, list_root, utterance_id
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+MIN_ANCHOR_UTTERANCES = 2  # a speaker with fewer can be a negative, never an anchor
 
 
 class CorpusError(ValueError):
@@ -204,8 +204,8 @@ class SpeakerDatabase:
 
     # -- views ------------------------------------------------------------------------------
     def anchor_speakers(self) -> list[str]:
-        """Speakers with at least two usable utterances: only these can be anchors."""
-        return [s for s in self.speakers if len(self.by_speaker[s]) >= 2]
+        """Speakers with ``MIN_ANCHOR_UTTERANCES`` usable utterances: only these can be anchors."""
+        return [s for s in self.speakers if len(self.by_speaker[s]) >= MIN_ANCHOR_UTTERANCES]
 
     def split(
         self, eval_fraction: float, seed: int = 0, min_eval: int = 2, min_utterances: int = 2

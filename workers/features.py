@@ -6,7 +6,9 @@ Stages, each pure:
   float32 log-mel energies in dB (``10 log10``), not normalised. Frame ``t``
   covers samples ``[t*hop, t*hop + win)``; no centre padding, so a crop of the
   signal and a crop of the frames agree.
-- ``normalize(segment)``: per-segment mean and variance normalisation per mel bin.
+- ``fit_frames(features, frames, start)``: a crop of ``frames`` frames (tiled when short).
+
+Per-segment normalisation is the model's first layer (``learner/model.py``), not a stage here.
 
 Why it is fast: frames are a strided *view* (no copy until the window is
 applied), the FFT runs in single precision (``scipy.fft.rfft`` keeps float32),
@@ -64,10 +66,6 @@ def frame_count(n_samples: int, win: int, hop: int) -> int:
     return 0 if n_samples < win else 1 + (n_samples - win) // hop
 
 
-def samples_for_frames(frames: int, win: int, hop: int) -> int:
-    return (frames - 1) * hop + win
-
-
 class LogMel:
     """Callable log-mel extractor for one :class:`FeatureConfig` (holds the window and filters)."""
 
@@ -116,14 +114,6 @@ class LogMel:
         np.log10(mel, out=mel)
         mel *= 10.0
         return mel
-
-
-def normalize(segment: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """Per-segment, per-bin mean and variance normalisation; float32 out."""
-    seg = np.asarray(segment, dtype=np.float32)
-    mean = seg.mean(axis=0, keepdims=True)
-    std = seg.std(axis=0, keepdims=True)
-    return (seg - mean) / (std + eps)
 
 
 def fit_frames(features: np.ndarray, frames: int, start: int) -> np.ndarray:

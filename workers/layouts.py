@@ -31,11 +31,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from cluster.corpora import NAMED_LAYOUTS
+
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("librispeech", "voxceleb", "cnceleb", "vctk", "flat", "kaldi", "manifest")
-NAMED = ("librispeech", "voxceleb", "cnceleb", "vctk")  # recognised by file names
-VCTK_MICS = ("mic1", "mic2", "both")
 
 _LIBRI = re.compile(r"^(\d+)-(\d+)-\d+$")
 _CELEB_ID = re.compile(r"^id\d{5}$")
@@ -110,7 +109,7 @@ def detect_layout(paths: list[str]) -> str:
         return "flat"
     split = [Path(p).parts for p in paths]
     named = Counter(
-        layout for parts in split for layout in NAMED if _named(parts, layout) is not None
+        layout for parts in split for layout in NAMED_LAYOUTS if _named(parts, layout) is not None
     )
     if named:
         layout, count = named.most_common(1)[0]
@@ -131,7 +130,7 @@ def speaker_of(parts: tuple[str, ...], layout: str, mic: str = "both") -> str | 
     """Whose voice the file at ``parts`` (relative to the root) is, by ``layout``'s naming,
     else by its folder depth; None when the file is not where the layout keeps audio, ""
     for a VCTK recording of the microphone not chosen."""
-    found = _named(parts, layout, mic) if layout in NAMED else None
+    found = _named(parts, layout, mic) if layout in NAMED_LAYOUTS else None
     if found is not None:
         return found
     if layout == "vctk":  # older releases: wav48/p225/p225_001.wav

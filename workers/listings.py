@@ -23,8 +23,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.corpora import LAYOUTS
 from workers.audio import AUDIO_EXTENSIONS
-from workers.layouts import LAYOUTS, detect_layout, speaker_of, walk
+from workers.layouts import detect_layout, speaker_of, walk
 
 log = logging.getLogger(__name__)
 

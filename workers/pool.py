@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from cluster.config import RunConfig, config_from_dict
-from cluster.metrics import MetricsWriter
+from cluster.metrics import EVENT_QUARANTINED, MetricsWriter
 from cluster.queue import Envelope, attach_queue
 from cluster.ray_session import NAMESPACE
 from cluster.registry import attach_registry, quarantined_of
@@ -49,8 +49,8 @@ class ProducerActor:
             wrap=Envelope.wrap,
             metrics=MetricsWriter.from_config(cfg.metrics, run_id, f"producer-{worker_id}", url),
             start=start,
+            guard=DecodeGuard(registry, worker_id),
         )
-        self.producer.source.guard = DecodeGuard(registry, worker_id)
         saved = ray.get(registry.take_sampler_state.remote(worker_id))
         if saved:  # a resumed run: continue this worker's stream where the learner left it
             self.producer.sampler.set_state(json.loads(saved))
@@ -66,7 +66,7 @@ class ProducerActor:
             state = "quarantined for this run" if key in quarantined else "watched"
             log.warning("%s was being decoded when a producer died (%d time(s)): %s", key, n, state)
         if quarantined:
-            self.producer.metrics.event("quarantined", {"files": quarantined})
+            self.producer.metrics.event(EVENT_QUARANTINED, {"files": quarantined})
 
     def run(self, max_batches: int | None = None) -> dict[str, Any]:
         stats = self.producer.run(max_batches)

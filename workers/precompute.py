@@ -29,9 +29,9 @@ from tqdm import tqdm
 from cluster.config import ConfigError, FeatureConfig, load_config
 from cluster.ray_session import init_ray
 from workers.audio import AudioError
-from workers.cache import FeatureStore, extract, speech_int16
+from workers.cache import FeatureStore
 from workers.corpus import CorpusError, SpeakerDatabase, Utterance
-from workers.features import LogMel
+from workers.extract import Extractor, LogMelExtractor, SpeechExtractor
 from workers.rundata import RunData
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,16 @@ def extract_chunk(
 ) -> dict[str, int]:
     """Extract ``utts`` (paths relative to ``root``) into the store: log-mel features, or with
     ``waves`` the int16 speech; counts by outcome."""
-    cfg = FeatureConfig(**features)
+    extractor = extractor_of(FeatureConfig(**features), waves)
     db = SpeakerDatabase(Path(root), layout, utts)
-    store, logmel = FeatureStore(store_root), LogMel(cfg)
+    store = FeatureStore(store_root)
     counts: dict[str, int] = {"done": 0}
     for i, utt in enumerate(db.utterances):
         if store.status(utt):
             counts["done"] += 1
             continue
         try:
-            store.save(utt, speech_int16(db, i, cfg) if waves else extract(db, i, cfg, logmel))
+            store.save(utt, extractor(db.abspath(i), utt.seconds))
             counts["done"] += 1
         except AudioError as exc:
             log.warning("skipping %s", exc)
@@ -65,9 +65,14 @@ def extract_chunk(
     return counts
 
 
+def extractor_of(cfg: FeatureConfig, waves: bool) -> Extractor:
+    """What precompute extracts: log-mel features, or with ``waves`` the speech waveforms."""
+    return SpeechExtractor(cfg) if waves else LogMelExtractor(cfg)
+
+
 def target_store(corpus: Path, cfg: FeatureConfig, cache_dir: str, waves: bool) -> FeatureStore:
-    """The cache precompute fills: features, or with ``waves`` the speech waveforms."""
-    return (FeatureStore.for_waves if waves else FeatureStore.for_corpus)(corpus, cfg, cache_dir)
+    """The cache precompute fills."""
+    return FeatureStore.of(corpus, extractor_of(cfg, waves), cache_dir)
 
 
 def precompute(

@@ -24,18 +24,19 @@ import numpy as np
 import ray.exceptions
 from ray.util.queue import Full as RayFull
 
-from cluster.config import ProducerConfig, RunConfig
+from cluster.config import FeatureConfig, ProducerConfig, RunConfig
 from cluster.metrics import NULL_METRICS
 from workers.audio import AudioError
 from workers.augment import Augmenter
-from workers.cache import FeatureSource
+from workers.batches import BatchBuilder
+from workers.cache import CachedSource
 from workers.rundata import RunData
-from workers.sampler import BatchBuilder, TripletSampler
+from workers.sampler import TripletSampler
 
 log = logging.getLogger(__name__)
 
 
-def babble_of(source: FeatureSource, data: RunData) -> Callable[[Any], Any]:
+def babble_of(source: CachedSource, data: RunData) -> Callable[[Any], Any]:
     """Speech of a random training utterance (float32), for babble noise; None if unusable."""
     utts = [i for s in data.train for i in data.db.by_speaker[s]]
 
@@ -59,13 +60,14 @@ class BatchProducer:
         self,
         worker_id: int,
         sampler: TripletSampler,
-        source: FeatureSource,
+        source: CachedSource,
         queue: Any,
         frames: int,
+        features: FeatureConfig,
         cfg: ProducerConfig | None = None,
         wrap: Callable[[Any], Any] | None = None,
         metrics: Any = NULL_METRICS,
-        augmenter: Any = None,
+        augmenter: Augmenter | None = None,
     ) -> None:
         """``queue`` needs ``put(item, timeout=...)`` raising ``queue.Full`` when full;
         ``wrap`` turns a Batch into what is enqueued (``Envelope.wrap`` under Ray)."""
@@ -74,9 +76,7 @@ class BatchProducer:
         self.wrap = wrap or (lambda batch: batch)
         self.metrics = metrics
         self.sampler, self.source = sampler, source
-        self.builder = BatchBuilder(
-            sampler, source, frames, source.cfg.dtype, worker_id, augmenter=augmenter
-        )
+        self.builder = BatchBuilder(sampler, source, frames, features, worker_id, augmenter)
         self._stop = threading.Event()
         self.built = 0
         self.build_seconds = 0.0
@@ -95,9 +95,12 @@ class BatchProducer:
         metrics: Any = NULL_METRICS,
         data: RunData | None = None,
         start: int = 0,
+        guard: Any = None,
     ) -> BatchProducer:
         """A producer of the run ``cfg`` describes, on its training speakers; ``start``
-        counts how often this worker id was started before (its stream depends on it)."""
+        counts how often this worker id was started before (its stream depends on it);
+        ``guard`` (a :class:`~cluster.registry.DecodeGuard`) is told which file the
+        producer decodes, so a file that kills it is blamed."""
         data = data or RunData.open(cfg.data, cfg.synthetic)
         sampler = TripletSampler(
             data.db,
@@ -113,9 +116,9 @@ class BatchProducer:
             ", augmenting" if cfg.augment.enabled else "",
         )
         if not cfg.augment.enabled:
-            source, augmenter = data.source(cfg.features), None
+            source, augmenter = data.source(cfg.features, guard=guard), None
         else:
-            source = data.waves(cfg.features)
+            source = data.waves(cfg.features, guard=guard)
             augmenter = Augmenter(
                 cfg.augment, cfg.features, babble_of(source, data), cfg.data.cache_dir
             )
@@ -125,6 +128,7 @@ class BatchProducer:
             source,
             queue,
             cfg.sampler.frames,
+            cfg.features,
             cfg.producer,
             wrap,
             metrics,

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cluster.config import DataConfig, FeatureConfig, SyntheticConfig
-from workers.cache import FeatureSource, FeatureStore, WaveSource
+from workers.cache import CachedSource, FeatureStore
 from workers.corpus import SpeakerDatabase
+from workers.extract import Extractor, LogMelExtractor, SpeechExtractor
 
 MEMORY_BYTES = 256 << 20  # in-memory LRU of computed features per source
 
@@ -74,30 +76,39 @@ class RunData:
                 out[self.db.speaker_index[name] + copy * n] = k + copy * n_train
         return out
 
-    def waves(self, features: FeatureConfig) -> WaveSource:
+    def waves(self, features: FeatureConfig, guard: Any = None) -> CachedSource:
         """Speech waveforms of the corpus for augmenting producers, cached as configured."""
-        return WaveSource.for_corpus(self.db, features, self.cfg.feature_cache, self.cfg.cache_dir)
+        return self._cached(SpeechExtractor(features), self.db, MEMORY_BYTES, guard)
 
     def store(self, features: FeatureConfig) -> FeatureStore:
-        return FeatureStore.for_corpus(self.db.root, features, self.cfg.cache_dir)
+        return FeatureStore.of(self.db.root, LogMelExtractor(features), self.cfg.cache_dir)
 
     def source(
         self,
         features: FeatureConfig,
         db: SpeakerDatabase | None = None,
         memory_bytes: int = MEMORY_BYTES,
-    ) -> FeatureSource:
-        """Features of ``db`` (default: the whole corpus), using the cache as configured."""
+        guard: Any = None,
+    ) -> CachedSource:
+        """Log-mel features of ``db`` (default: the whole corpus), cached as configured;
+        ``guard``: see :class:`~workers.cache.CachedSource`."""
+        return self._cached(LogMelExtractor(features), db or self.db, memory_bytes, guard)
+
+    def _cached(
+        self, extractor: Extractor, db: SpeakerDatabase, memory_bytes: int, guard: Any = None
+    ) -> CachedSource:
         mode = self.cfg.feature_cache
-        return FeatureSource(
-            db or self.db,
-            features,
-            None if mode == "off" else self.store(features),
+        store = None if mode == "off" else FeatureStore.of(db.root, extractor, self.cfg.cache_dir)
+        return CachedSource(
+            db,
+            extractor,
+            store,
             write_cache=mode == "readwrite",
             memory_bytes=0 if mode == "off" else memory_bytes,
+            guard=guard,
         )
 
-    def held_out(self, features: FeatureConfig) -> tuple[SpeakerDatabase, FeatureSource]:
+    def held_out(self, features: FeatureConfig) -> tuple[SpeakerDatabase, CachedSource]:
         """The held-out speakers' database and its feature source (no memory LRU: the
         evaluator keeps every held-out utterance's features itself)."""
         sub = self.db.subset(self.held)

@@ -1,4 +1,4 @@
-"""Triplet sampling and batch building.
+"""Triplet sampling: which utterances make each triplet of a batch.
 
 ``TripletSampler`` picks utterance indices: anchor and positive are two
 different utterances of one speaker, the negative an utterance of another.
@@ -6,35 +6,22 @@ Anchor speakers are drawn evenly (a fresh shuffled pass over all anchor
 speakers, then the next), so every speaker is seen equally often whatever its
 number of utterances. A speaker with a single usable utterance is never an
 anchor but can be a negative. The generator is seeded per producer and its
-state is plain JSON, so a run can be reproduced and resumed.
+state is plain JSON, so a run can be reproduced and resumed. The batch stage
+(:mod:`workers.batches`) turns the indices into a batch.
 
-``BatchBuilder`` turns sampled indices into a :class:`~cluster.batch.Batch`:
-features from a :class:`~workers.cache.FeatureSource` and a random crop of
-``T`` frames (a shorter utterance is tiled to ``T``, not dropped), copied
-straight into the batch array in the cache's dtype. Per-segment normalisation
-is the model's first layer (``learner.model.segment_norm``), not done here: it
-is free on the learner's device, while in the producer the float16 round trip
-alone cost more than the rest of a batch (see docs/pipeline.md). An utterance that turns out to be unusable is discarded from
-the sampler with one warning and its slot re-drawn: a bad file never crashes
-or stalls a producer.
+    sampler = TripletSampler(db, train_speakers, triplets=32, seed=0)
+    indices, labels = sampler.sample()      # [3B]: anchors, positives, negatives
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import logging
-import time
 from typing import Any
 
 import numpy as np
 
-from cluster.batch import Batch
-from workers.audio import AudioError
-from workers.augment import SPEEDS, speed_perturb
-from workers.cache import FeatureSource
-from workers.corpus import CorpusError, SpeakerDatabase
-from workers.features import fit_frames
+from workers.corpus import MIN_ANCHOR_UTTERANCES, CorpusError, SpeakerDatabase
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +40,8 @@ class TripletSampler:
         self.pool: dict[str, list[int]] = {
             s: list(db.by_speaker[s]) for s in names if db.by_speaker.get(s)
         }
+        # The stream's generator. The batch stage draws its crops and augmentation from it
+        # too, so the state each batch carries (``state()``) resumes both.
         self.rng = np.random.default_rng(seed)
         self._order: list[str] = []
         self.discarded: dict[int, str] = {}
@@ -62,11 +51,12 @@ class TripletSampler:
         if len(self.pool) < 2 or not self.anchors():
             raise CorpusError(
                 f"cannot sample triplets: {len(self.pool)} speaker(s) with usable audio and "
-                f"{len(self.anchors())} with two or more utterances (need 2 and 1)"
+                f"{len(self.anchors())} with {MIN_ANCHOR_UTTERANCES} or more utterances "
+                "(need 2 and 1)"
             )
 
     def anchors(self) -> list[str]:
-        return sorted(s for s, utts in self.pool.items() if len(utts) >= 2)
+        return sorted(s for s, utts in self.pool.items() if len(utts) >= MIN_ANCHOR_UTTERANCES)
 
     def discard(self, index: int, reason: str = "unusable") -> None:
         """Never draw utterance ``index`` again."""
@@ -77,7 +67,9 @@ class TripletSampler:
             if not utts:
                 del self.pool[speaker]
             self.discarded[index] = reason
-            self._order = [s for s in self._order if s in self.pool and len(self.pool[s]) >= 2]
+            self._order = [
+                s for s in self._order if len(self.pool.get(s, ())) >= MIN_ANCHOR_UTTERANCES
+            ]
         self._check()
 
     def _next_anchor(self) -> str:
@@ -105,96 +97,14 @@ class TripletSampler:
             labels[2 * b + i] = self.db.speaker_index[neg]
         return idx, labels
 
+    @property
+    def n_speakers(self) -> int:
+        """Speakers of the corpus (labels are their indices; speed copies count past it)."""
+        return len(self.db.speakers)
+
     def state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "order": list(self._order)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self._order = [s for s in state["order"] if s in self.pool]
-
-
-class BatchBuilder:
-    def __init__(
-        self,
-        sampler: TripletSampler,
-        source: FeatureSource,
-        frames: int,
-        dtype: str = "float16",
-        worker_id: int = 0,
-        spec: str = "",
-        augmenter: Any = None,
-    ) -> None:
-        """With an ``augmenter`` (:class:`workers.augment.Augmenter`), ``source`` is a
-        :class:`~workers.cache.WaveSource`: segments are cropped from speech, augmented and
-        turned into log-mel here."""
-        self.sampler, self.source, self.frames = sampler, source, frames
-        self.dtype = np.dtype(dtype)
-        self.worker_id, self.spec = worker_id, spec or source.cfg.fingerprint()
-        self.seq = 0
-        self.rejected: dict[str, int] = {}
-        self.augmenter = augmenter
-        c = source.cfg
-        self.samples = (frames - 1) * c.hop_length + c.win_length  # one segment of audio
-
-    def _augmented(self, index: int, speed: int, out: np.ndarray) -> None:
-        """Crop speech for ``frames`` frames at ``SPEEDS[speed]``, augment, log-mel, mask."""
-        rng, aug = self.sampler.rng, self.augmenter
-        wave = self.source.get(index)
-        factor = SPEEDS[speed]
-        need = int(np.ceil(self.samples * factor)) + 1
-        if len(wave) > need:
-            start = int(rng.integers(len(wave) - need + 1))
-            wave = wave[start : start + need]
-        x = np.resize(wave, need).astype(np.float32) / 32768.0  # a short one is tiled
-        x = aug.waveform(speed_perturb(x, factor, aug.sr), rng)
-        feats = self.source.logmel(np.pad(x, (0, max(0, self.samples - len(x)))))
-        out[...] = aug.spec_mask(fit_frames(feats, self.frames, 0), rng)
-
-    def _speeds(self, rows: int) -> np.ndarray:
-        """Per row, the speed index: one for each triplet's anchor and positive, one for its
-        negative."""
-        b = rows // 3
-        out = np.zeros(rows, np.int32)
-        for i in range(b):
-            out[i] = out[b + i] = self.augmenter.speed_index(self.sampler.rng)
-            out[2 * b + i] = self.augmenter.speed_index(self.sampler.rng)
-        return out
-
-    def _segment(self, index: int, out: np.ndarray) -> None:
-        feats = self.source.get(index)
-        extra = len(feats) - self.frames
-        start = int(self.sampler.rng.integers(extra + 1)) if extra > 0 else 0
-        out[...] = fit_frames(feats, self.frames, start)
-
-    def build(self, max_redraws: int = 1000) -> Batch:
-        t0 = time.perf_counter()
-        for _ in range(max_redraws):
-            idx, labels = self.sampler.sample()
-            features = np.empty((len(idx), self.frames, self.source.cfg.n_mels), self.dtype)
-            speeds = self._speeds(len(idx)) if self.augmenter else None
-            try:
-                for row, i in enumerate(idx):
-                    if speeds is None:
-                        self._segment(int(i), features[row])
-                    else:
-                        self._augmented(int(i), int(speeds[row]), features[row])
-            except AudioError as exc:
-                self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
-                log.warning("worker %d skips %s", self.worker_id, exc)
-                self.sampler.discard(int(i), exc.reason)
-                continue  # re-draw the whole batch without the bad utterance
-            if speeds is not None:  # a speed-perturbed copy is another speaker
-                labels = (labels + speeds * len(self.sampler.db.speakers)).astype(np.int32)
-            batch = Batch(
-                features,
-                labels,
-                self.worker_id,
-                self.seq,
-                time.time(),
-                time.perf_counter() - t0,
-                self.spec,
-                json.dumps(self.sampler.state()),
-            )
-            self.seq += 1
-            return batch
-        raise CorpusError(f"worker {self.worker_id}: {max_redraws} batches in a row hit bad audio")

@@ -13,6 +13,7 @@ import ray
 from ray.autoscaler.sdk import request_resources
 
 from cluster.config import RunConfig
+from cluster.metrics import EVENT_SCALE
 from workers.pool import start_producers
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Autoscaler:
             "; started one more" if room else " (no free CPU yet)",
         )
         self.writer.event(
-            "scale",
+            EVENT_SCALE,
             {
                 "wait_share": share,
                 "requested_producers": want,

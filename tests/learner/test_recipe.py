@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from cluster.config import load_config, replace
-from learner.average import average_weights
+from learner.averaging import average_weights
 from learner.checkpoint import CheckpointManager
 from learner.learner import Learner
 from learner.model import WarmupDecay, classification_loss
-from learner.scoring import bootstrap_eer, eer
+from learner.scoring.scores import bootstrap_eer, eer
 from workers.producer import BatchProducer
 from workers.rundata import RunData
 
@@ -97,7 +97,7 @@ def setup(synthetic_root):
 
 def test_aam_triplet_pretrains_then_joins_saves_its_head_apart_and_averages(setup, tmp_path):
     from learner.actor import build_learner
-    from learner.inference import SpeakerModel
+    from learner.commands.speaker_model import SpeakerModel
 
     cfg, batches = setup
     learner = build_learner(cfg, tmp_path, device="cpu")
@@ -141,7 +141,7 @@ def test_aam_triplet_pretrains_then_joins_saves_its_head_apart_and_averages(setu
 
 
 def test_average_command_and_refusals(setup, tmp_path, capsys):
-    from learner.average import main
+    from learner.commands.average import main
 
     cfg, batches = setup
     plain = replace(cfg, learner={"loss": "triplet", "average_last": 0, "eval_every": 0})

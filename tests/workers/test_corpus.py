@@ -4,7 +4,8 @@ import time
 import pytest
 
 from tests.fakes import write_bad_files, write_wav
-from workers.corpus import CorpusError, SpeakerDatabase, detect_layout
+from workers.corpus import CorpusError, SpeakerDatabase
+from workers.layouts import detect_layout
 
 
 @pytest.mark.parametrize(
@@ -146,15 +147,31 @@ def test_held_out_rule_falls_back_without_multi_recording_speakers(speech_subset
     assert len(db.split(0.2, 0, 2, min_utterances=4)[1]) == 2
 
 
-def test_large_corpus_indexes_quickly(tmp_path):
-    # Correctness on a few thousand files; the timing lives in bench/corpus.py.
+def test_a_rescan_reads_only_the_headers_of_changed_files(tmp_path, monkeypatch):
+    """2,000 files: the manifest cache answers for every unchanged file (no header read);
+    a file that changed is read again. The scan's speed lives in bench/corpus.py."""
+    from workers import corpus
+
     src = write_wav(tmp_path / "src.wav", 1.0)
     for i in range(2000):
         d = tmp_path / "c" / f"s{i % 50}"
         d.mkdir(parents=True, exist_ok=True)
         os.link(src, d / f"u{i}.wav")
-    db = SpeakerDatabase.scan(tmp_path / "c")
-    assert len(db.speakers) == 50 and len(db.utterances) == 2000
+    probed: list[str] = []
+    real = corpus._probe
+    monkeypatch.setattr(
+        corpus, "_probe", lambda path, size: probed.append(path) or real(path, size)
+    )
+    db = SpeakerDatabase.scan(tmp_path / "c", cache_dir=str(tmp_path / "cache"))
+    assert len(db.speakers) == 50 and len(db.utterances) == 2000 and len(probed) == 2000
+    probed.clear()
+    again = SpeakerDatabase.scan(tmp_path / "c", cache_dir=str(tmp_path / "cache"))
+    assert again.utterances == db.utterances and probed == []
+    changed = tmp_path / "c" / "s7" / "u7.wav"
+    changed.unlink()
+    write_wav(changed, 1.4)
+    SpeakerDatabase.scan(tmp_path / "c", cache_dir=str(tmp_path / "cache"))
+    assert probed == [changed]
 
 
 def test_link_loops_are_skipped_with_a_warning(tmp_path, caplog):

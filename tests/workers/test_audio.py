@@ -63,25 +63,23 @@ def test_long_files_are_decoded_in_blocks_with_bounded_memory(tmp_path, monkeypa
 
     from cluster.config import FeatureConfig
     from tests.fakes import voice
-    from workers import cache
-    from workers.corpus import SpeakerDatabase, Utterance
-    from workers.features import LogMel
+    from workers import extract
+    from workers.extract import LogMelExtractor
 
     x = np.concatenate([voice(3.0, 48000, f0) for f0 in (110, 150, 190, 230, 270, 130)] * 5)
     sf.write(tmp_path / "long.wav", np.stack([x, x], axis=1), 48000)
     seconds = len(x) / 48000
-    db = SpeakerDatabase(tmp_path, "flat", [Utterance("long.wav", "s", seconds, 48000)])
-    cfg = FeatureConfig()
+    logmel = LogMelExtractor(FeatureConfig())
 
     def peak(long_seconds: float) -> tuple[np.ndarray, int]:
-        monkeypatch.setattr(cache, "LONG_SECONDS", long_seconds)
+        monkeypatch.setattr(extract, "LONG_SECONDS", long_seconds)
         tracemalloc.start()
-        feats = cache.extract(db, 0, cfg, LogMel(cfg))
+        feats = logmel(tmp_path / "long.wav", seconds)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return feats, top
 
-    monkeypatch.setattr(cache, "BLOCK_SECONDS", 9.0)
+    monkeypatch.setattr(extract, "BLOCK_SECONDS", 9.0)
     whole, whole_peak = peak(1e9)
     blocks, block_peak = peak(10.0)
     assert abs(len(blocks) - len(whole)) <= 0.02 * len(whole)

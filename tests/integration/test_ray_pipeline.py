@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import ray
 
-from cluster.config import load_config, replace
+from cluster.config import DataConfig, load_config, replace
 from cluster.queue import BatchStream, attach_queue, create_queue
 from cluster.ray_session import init_ray
 from cluster.registry import create_registry
@@ -77,6 +77,29 @@ def test_queue_is_found_by_run_id(ray_session):
         attach_queue("t-missing")
 
 
+def test_the_ray_queue_internals_we_use_are_still_there(ray_session):
+    """``cluster.queue.RayQueueInternals`` reaches inside ``ray.util.queue.Queue``; a Ray
+    upgrade that moves any of it fails here, naming the piece, not somewhere in training."""
+    import inspect
+
+    from ray.util.queue import Queue
+
+    from cluster.queue import RayQueueInternals
+
+    owner = create_queue("t-internals", 2)
+    assert hasattr(owner, "actor") and owner.maxsize == 2, "Queue lost .actor or .maxsize"
+    params = inspect.signature(Queue.__init__).parameters
+    assert {"maxsize", "actor_options"} <= set(params), "Queue(maxsize, actor_options) changed"
+    q = RayQueueInternals.of_actor(owner.actor)
+    assert q.maxsize == 2, "the queue actor has no .maxsize"
+    assert ray.get(RayQueueInternals.size_ref(q)) == 0, "the queue actor has no qsize()"
+    pending = RayQueueInternals.get_ref(q)  # asked before anything is there: it waits
+    assert ray.wait([pending], timeout=0.2)[0] == [], "the actor's get(None) did not block"
+    q.put("x")
+    assert ray.get(RayQueueInternals.size_ref(q)) in (0, 1)
+    assert ray.get(pending, timeout=10) == "x", "the actor's get(timeout) changed"
+
+
 def test_workers_cli_attaches_and_removes(ray_session, synthetic_root):
     from workers.__main__ import main
 
@@ -122,16 +145,20 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
 def test_precompute_fills_the_speech_cache_augmenting_producers_read(
     ray_session, speech_subset, tmp_path
 ):
-    from workers.cache import WaveSource, speech_int16
+    from workers.extract import SpeechExtractor
+    from workers.rundata import RunData
 
     cfg = load_config("smoke").features
     db = SpeakerDatabase.scan(speech_subset)
     totals = precompute(db, cfg, str(tmp_path), progress=False, waves=True)
     assert totals == {"already": 0, "done": len(db.utterances)}
     assert not (tmp_path / "features").exists()  # the feature cache is not what was filled
-    source = WaveSource.for_corpus(db, cfg, "read", str(tmp_path))
+    data = RunData.of(db, DataConfig(cache_dir=str(tmp_path), feature_cache="read"))
+    source = data.waves(cfg)
+    speech = SpeechExtractor(cfg)
     for i in (0, len(db.utterances) - 1):
-        np.testing.assert_array_equal(source.get(i), speech_int16(db, i, cfg))
+        want = speech(db.abspath(i), db.utterances[i].seconds)
+        np.testing.assert_array_equal(source.get(i), want)
     assert source.computed == 0  # read from the cache, decoded by nobody here
 
 

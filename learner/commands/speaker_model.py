@@ -25,7 +25,7 @@ import numpy as np
 
 from cluster.config import RunConfig, config_from_dict
 from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
-from learner.embedding import embed_features
+from learner.scoring.windows import embed_features
 from workers.audio import AUDIO_EXTENSIONS, NoSpeech, load_speech
 from workers.features import LogMel
 

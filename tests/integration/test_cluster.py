@@ -27,7 +27,7 @@ from learner.launch import learner_options
 from workers.pool import start_producers, stop_producers
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ray_config_is_valid_for_the_cluster_launcher():

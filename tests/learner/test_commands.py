@@ -16,12 +16,12 @@ import soundfile as sf
 
 from cluster.config import load_config
 from learner.checkpoint import CheckpointManager
-from learner.evaluate import main as evaluate_main
-from learner.inference import SpeakerModel
+from learner.commands.evaluate import main as evaluate_main
+from learner.commands.speaker_model import SpeakerModel
 from learner.learner import Learner
 from workers.producer import BatchProducer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
 def test_verify_decision_follows_score_and_threshold(trained, speech_subset):
     a, b = files(speech_subset, "libri_1081")
     c = files(speech_subset, "libri_2182", 1)[0]
-    from learner.verify import main
+    from learner.commands.verify import main
 
     for x, y in ((a, b), (a, c)):
         out = run_cli("learner.verify", x, y, "-c", str(trained), "--json")
@@ -86,7 +86,7 @@ def test_verify_decision_follows_score_and_threshold(trained, speech_subset):
 
 
 def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speech_subset):
-    from learner.verify import main
+    from learner.commands.verify import main
 
     good = files(speech_subset, "libri_1081", 1)[0]
     (tmp_path / "text.wav").write_text("not audio at all")
@@ -119,7 +119,7 @@ def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speec
 
 
 def test_embed_writes_rows_and_lists_skipped(trained, speech_subset, tmp_path):
-    from learner.embed import main
+    from learner.commands.embed_recordings import main
 
     src = tmp_path / "in"
     src.mkdir()
@@ -136,8 +136,8 @@ def test_embed_writes_rows_and_lists_skipped(trained, speech_subset, tmp_path):
 
 
 def test_enroll_and_identify(trained, speech_subset, tmp_path, capsys):
-    from learner.enroll import main as enroll
-    from learner.identify import main as identify
+    from learner.commands.enroll import main as enroll
+    from learner.commands.identify import main as identify
 
     store = str(tmp_path / "team.json")
     probe = files(speech_subset, "libri_4406", 1)[0]
@@ -226,7 +226,7 @@ def test_the_checkpoint_says_how_the_model_normalises_its_input(trained, tmp_pat
 
 
 def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
-    from learner.export import main
+    from learner.commands.export import main
 
     assert main(["-c", str(trained), "-o", str(tmp_path / "exp")]) == 0
     model = SpeakerModel.load(trained)
@@ -261,7 +261,7 @@ np.save({str(tmp_path / "s.npy")!r}, np.asarray(s.serve(x)))
 def test_concurrent_enrols_all_land_and_other_models_are_refused(
     trained, speech_subset, tmp_path, capsys
 ):
-    from learner.identify import main as identify
+    from learner.commands.identify import main as identify
 
     store = tmp_path / "team.json"
     people = {"jackson": "libri_1081", "remy": "libri_3259", "axb": "libri_4406"}
@@ -324,7 +324,7 @@ def test_trial_lists_embeddings_by_utterance_id_and_scoring_saved_vectors(
     keyed by utterance id in .npy and Kaldi ark/scp, scored again without re-embedding."""
     import kaldiio
 
-    from learner.embed import main as embed
+    from learner.commands.embed_recordings import main as embed
 
     vox = tmp_path / "VoxCeleb1" / "wav"
     speakers = ["libri_103", "libri_1034", "libri_1040"]

@@ -22,7 +22,7 @@ from dashboard.store import RunsDirSource, UrlSource
 from tests.conftest import write_run
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from cluster.redis_server import EmbeddedRedis
 from learner.checkpoint import CheckpointManager
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def learner_cmd(*args: str) -> list[str]:

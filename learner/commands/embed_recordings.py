@@ -1,0 +1,97 @@
+"""Embed recordings: one unit-norm vector per file, written as .npy with an index.
+
+Examples:
+    python -m learner.embed ~/LibriSpeech/test-clean -c runs/20261124-073721-3f9a -o emb/
+    python -m learner.embed a.wav b.wav -c runs/x -o emb/
+
+Each embedding is keyed by an utterance id: a file's path below the folder given,
+without its extension (``id10270/x6uYqmx31kE/00001``, the names VoxCeleb trial
+lists use), or a file given by itself, its path as given without the extension.
+Writes OUT/embeddings.npy ([N, D] float32 unit vectors), OUT/index.tsv (a header
+with the model fingerprint, then row, utterance id, path, seconds of speech) and
+the same vectors as a Kaldi archive, OUT/embeddings.ark + .scp (see
+learner/vectors.py). Files that cannot be embedded (unreadable, no speech) are
+listed in OUT/skipped.tsv with the reason; the exit code is 2 only when nothing
+could be embedded. ``python -m learner.evaluate --embeddings OUT`` scores them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from learner.commands.cli import EXIT_ERROR, guarded, parser
+from learner.commands.speaker_model import SpeakerModel, expand_inputs
+from learner.scoring.embedding_files import write_embeddings
+from workers.audio import AudioError
+
+
+def embed_paths(
+    model: SpeakerModel, paths: list[Path], progress: bool = True
+) -> tuple[np.ndarray, list[tuple[Path, float]], list[tuple[Path, str]]]:
+    rows, kept, skipped = [], [], []
+    hop = model.cfg.features.hop_ms / 1000
+    for path in tqdm(paths, unit="file", desc="embedding", disable=not progress):
+        try:
+            feats = model.features(path)
+        except AudioError as exc:
+            skipped.append((path, str(exc)))
+            continue
+        rows.append(model.embed_features([feats])[0])
+        kept.append((path, round(len(feats) * hop, 2)))
+    emb = np.stack(rows) if rows else np.zeros((0, model.cfg.model.embedding_dim), np.float32)
+    return emb, kept, skipped
+
+
+def inputs_with_ids(items: list[str]) -> list[tuple[Path, str]]:
+    """``(file, utterance id)`` for files and folders given on the command line."""
+    out = []
+    for item in items:
+        p = Path(item)
+        for f in expand_inputs([item]):
+            rel = f.relative_to(p).as_posix() if p.is_dir() else item
+            out.append((f, rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("python -m learner.embed", __doc__)
+    p.add_argument("inputs", nargs="+", help="audio files and/or folders")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    a = p.parse_args(argv)
+
+    def body() -> int:
+        model = SpeakerModel.load(a.checkpoint)
+        found = inputs_with_ids(a.inputs)
+        if not found:
+            print("error: no audio files in the inputs", file=sys.stderr)
+            return EXIT_ERROR
+        ids = dict(found)
+        if len(set(ids.values())) != len(ids):
+            print("error: two inputs give the same utterance id", file=sys.stderr)
+            return EXIT_ERROR
+        emb, kept, skipped = embed_paths(model, list(ids), progress=sys.stderr.isatty())
+        out = Path(a.out)
+        write_embeddings(
+            out,
+            [ids[p] for p, _ in kept],
+            emb,
+            model.fingerprint,
+            [str(p) for p, _ in kept],
+            [s for _, s in kept],
+        )
+        (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+        print(
+            f"embedded {len(kept)} file(s) into {out}/embeddings.npy"
+            + (f"; skipped {len(skipped)} (see skipped.tsv)" if skipped else "")
+        )
+        return 0 if kept else EXIT_ERROR
+
+    return guarded(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Evaluate a checkpoint on a corpus: EER, minDCF, threshold, DET curve, score histogram.
+
+Examples:
+    python -m learner.evaluate --root ~/VoxCeleb1/wav -c runs/x -o eval/ --trials veri_test2.txt
+    python -m learner.evaluate --embeddings emb/ --trials veri_test2.txt -o eval/
+    python -m learner.evaluate --data ../shared/data/speech -c runs/x -o eval/ --n-trials 5000
+    python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm COHORT_DIR
+    python -m learner.evaluate --data DIR -o eval/ --baseline mfcc     # no checkpoint needed
+
+Trials come from a list or are generated from the corpus (all target pairs up to
+half of --n-trials, the rest sampled non-target pairs, seeded). Lists in the
+official VoxCeleb format (``1 id10270/x6uYqmx31kE/00001.wav id10273/...``: Vox1-O,
+-E, -H) and Kaldi trials (``enrol test target|nontarget``) are read, their names
+resolved against --data (a path below it, with or without the extension, or an
+utterance id); a trial whose file is missing is skipped and counted. With
+``--embeddings`` saved vectors are scored instead (no audio, no model needed).
+Writes OUT/summary.json, OUT/det.png, OUT/scores.png and OUT/scores.txt
+(``enrol test score target|nontarget`` per trial). With
+``--baseline mfcc`` the same trials are also scored with a classical baseline
+(mean and standard deviation of 20 MFCCs, cosine), so every report shows how far
+the trained model is above the simplest thing that works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from learner.commands.cli import EXIT_ERROR, guarded
+from learner.scoring.baseline import mfcc_embedding
+from learner.scoring.embedding_files import read_embeddings
+from learner.scoring.scores import as_norm, error_rates, score_trials, summarize
+from learner.scoring.trials import Names, TrialList, generate_trials, read_trials
+from learner.scoring.windows import embed_files
+from workers.corpus import SpeakerDatabase
+
+
+def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5])
+    for name, (scores, labels) in results.items():
+        _, p_miss, p_fa = error_rates(scores, labels)
+        clip = np.clip
+        ax.plot(
+            norm.ppf(clip(p_fa, 1e-4, 1 - 1e-4)), norm.ppf(clip(p_miss, 1e-4, 1 - 1e-4)), label=name
+        )
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlabel("false alarm rate (%)")
+    ax.set_ylabel("miss rate (%)")
+    ax.set_title("DET curve")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "det.png", dpi=100)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
+    for ax, (name, (scores, labels)) in zip(axes[0], results.items(), strict=True):
+        ax.hist(scores[labels == 1], bins=40, alpha=0.6, label="same speaker", density=True)
+        ax.hist(scores[labels == 0], bins=40, alpha=0.6, label="different", density=True)
+        ax.set_title(f"scores: {name}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m learner.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", "--root", dest="data", help="corpus root the trial list's paths are under"
+    )
+    p.add_argument("--checkpoint", "-c", help="checkpoint or run folder")
+    p.add_argument(
+        "--embeddings",
+        metavar="DIR|SCP",
+        help="score saved embeddings (python -m learner.embed output, or a Kaldi .scp/.ark) "
+        "instead of embedding audio",
+    )
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument(
+        "--trials",
+        help="trial list: VoxCeleb ('1 a.wav b.wav') or Kaldi ('a b target|nontarget')",
+    )
+    p.add_argument("--n-trials", type=int, default=5000, help="trials to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", choices=["mfcc"], help="also score the classical baseline")
+    p.add_argument("--asnorm", metavar="COHORT_DIR", help="AS-Norm with this cohort's files")
+    a = p.parse_args(argv)
+    if a.embeddings:
+        if a.baseline or a.asnorm:
+            p.error("--baseline and --asnorm need audio: give --data, not --embeddings")
+        if not a.trials:
+            p.error("--embeddings needs --trials (saved vectors carry no speaker labels)")
+    elif not a.data:
+        p.error("give --data (a corpus) or --embeddings (saved vectors)")
+    elif not a.checkpoint and not a.baseline:
+        p.error("give --checkpoint, --baseline mfcc, or both")
+
+    def body() -> int:
+        if a.embeddings:
+            results, summary, names = _from_embeddings(a)
+        else:
+            results, summary, names = _from_audio(a)
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plots(out, results)
+        first = next(iter(results))
+        scores, labels = results[first]
+        kind = ("nontarget", "target")
+        (out / "scores.txt").write_text(
+            "".join(
+                f"{x} {y} {s:.5f} {kind[int(lab)]}\n"
+                for (x, y), s, lab in zip(names[first], scores, labels, strict=True)
+            )
+        )
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if summary.get("missing_trials"):
+            print(
+                f"skipped {summary['missing_trials']} trial(s) whose file is not in the corpus "
+                f"(e.g. {summary['missing_example']})"
+            )
+        for name in results:
+            r = summary[name]
+            print(
+                f"{name}: EER {100 * r['eer']:.2f}%  minDCF(0.01) {r['min_dcf_01']:.3f}  "
+                f"minDCF(0.05) {r['min_dcf_05']:.3f}  threshold {r['threshold']:.3f}  "
+                f"({r['trials']} trials, {r['targets']} target)"
+            )
+        print(f"wrote {out}/summary.json, scores.txt, det.png, scores.png")
+        return 0 if results else EXIT_ERROR
+
+    return guarded(body)
+
+
+Results = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _listed(path: str, names: Names, summary: dict) -> TrialList:
+    listed = read_trials(path, names)
+    summary.update(missing_trials=listed.missing, missing_example=listed.example)
+    if not listed.trials:
+        raise ValueError(
+            f"{path}: none of its {listed.missing} trial(s) name a file that is here "
+            f"(e.g. {listed.example}); is --data the folder the list's paths are under?"
+        )
+    return listed
+
+
+def _from_embeddings(a: argparse.Namespace) -> tuple[Results, dict, dict]:
+    keys, emb, fingerprint = read_embeddings(a.embeddings)
+    if a.checkpoint:
+        from learner.commands.speaker_model import SpeakerModel
+
+        model = SpeakerModel.load(a.checkpoint).fingerprint
+        if fingerprint and fingerprint != model:
+            raise ValueError(
+                f"{a.embeddings} was embedded with model {fingerprint}, not {model} "
+                f"({a.checkpoint}): scores of different models are not comparable"
+            )
+    summary: dict = {"embeddings": str(a.embeddings), "model": fingerprint}
+    listed = _listed(a.trials, Names([[k] for k in keys]), summary)
+    scores, labels = score_trials(emb, listed.trials)
+    summary.update(trials=len(listed.trials), targets=int(labels.sum()))
+    summary["embeddings_scored"] = summarize(scores, labels).as_dict()
+    return {"embeddings_scored": (scores, labels)}, summary, {"embeddings_scored": listed.names}
+
+
+def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
+    from cluster.config import FeatureConfig
+
+    model = None
+    if a.checkpoint:
+        from learner.commands.speaker_model import SpeakerModel
+
+        model = SpeakerModel.load(a.checkpoint)
+    feature_cfg = model.cfg.features if model else FeatureConfig()
+    db = SpeakerDatabase.scan(a.data)
+    summary: dict = {"data": str(db.root)}
+    if a.trials:
+        listed = _listed(a.trials, Names([[u.path, u.utt_id] for u in db.utterances]), summary)
+        trials, trial_names = listed.trials, listed.names
+    else:
+        trials = generate_trials(db, a.n_trials, a.seed)
+        ids = [u.utt_id for u in db.utterances]
+        trial_names = [(ids[i], ids[j]) for _, i, j in trials]
+    summary.update(trials=len(trials), targets=int(sum(t[0] for t in trials)))
+    used = sorted({i for t in trials for i in t[1:]})
+    results: Results = {}
+    names: dict[str, list[tuple[str, str]]] = {}
+    systems = ([("model", None)] if model else []) + ([("mfcc", "mfcc")] if a.baseline else [])
+    paths = [db.abspath(i) for i in range(len(db.utterances))]
+    for name, kind in systems:
+        embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else model.embed_file
+        emb, ok = embed_files(paths, embed_file, used)
+        keep = [k for k, t in enumerate(trials) if ok[t[1]] and ok[t[2]]]
+        if not keep:
+            raise ValueError(
+                f"{name}: every one of the {len(trials)} trials was skipped: none of their "
+                "files could be embedded (see the warnings above)"
+            )
+        kept = [trials[k] for k in keep]
+        scores, labels = score_trials(emb, kept)
+        if kind is None and a.asnorm:
+            from learner.commands.speaker_model import expand_inputs
+
+            cohort_files = expand_inputs([a.asnorm])
+            cohort = np.stack([model.embed_file(f) for f in cohort_files])
+            scores = as_norm(scores, emb, kept, cohort)
+            summary["asnorm_cohort"] = len(cohort_files)
+        results[name] = (scores, labels)
+        names[name] = [trial_names[k] for k in keep]
+        summary[name] = summarize(scores, labels).as_dict()
+        summary[name]["skipped_trials"] = len(trials) - len(kept)
+    return results, summary, names
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The feature cache: round trip, keyed by file version, a cache that cannot be written."""
+
+import numpy as np
+import pytest
+
+from cluster.config import FeatureConfig
+from tests.fakes import write_wav
+from workers.batches import BatchBuilder
+from workers.cache import CachedSource, FeatureStore
+from workers.corpus import SpeakerDatabase
+from workers.extract import LogMelExtractor
+from workers.sampler import TripletSampler
+
+
+def test_feature_cache_roundtrip(tone_corpus, tmp_path):
+    db = SpeakerDatabase.scan(tone_corpus)
+    cfg = FeatureConfig()
+    store = FeatureStore(tmp_path / "store")
+    fresh = CachedSource(db, LogMelExtractor(cfg), store, write_cache=True)
+    a = np.array(fresh.get(0))
+    assert store.status(db.utterances[0]) == "done" and fresh.computed == 1
+    reader = CachedSource(db, LogMelExtractor(cfg), store)
+    b = reader.get(0)
+    assert isinstance(b, np.memmap) and reader.computed == 0
+    np.testing.assert_array_equal(a, b)
+    assert not list((tmp_path / "store").glob(".*tmp*"))
+
+
+def test_feature_cache_follows_the_file_not_its_name(tmp_path):
+    """A file replaced by other audio is extracted again; a file rejected once and then
+    repaired is used again (the cache is keyed by path, size and mtime)."""
+    import os
+
+    import soundfile as sf
+
+    from workers.audio import AudioError
+
+    corpus, store = tmp_path / "c", FeatureStore(tmp_path / "store")
+    for s in range(2):
+        for u in range(2):
+            write_wav(corpus / f"s{s}" / f"u{u}.wav", 1.0, f0=120 + 80 * s)
+    sf.write(corpus / "s1" / "u1.wav", np.zeros(16000, np.float32), 16000)  # silent
+    cfg = FeatureConfig()
+
+    def source():
+        db = SpeakerDatabase.scan(corpus, cache_dir=str(tmp_path))
+        src = CachedSource(db, LogMelExtractor(cfg), store, write_cache=True)
+        return db, src, {u.path: i for i, u in enumerate(db.utterances)}
+
+    db, src, at = source()
+    before = np.array(src.get(at["s0/u0.wav"]))
+    with pytest.raises(AudioError):
+        src.get(at["s1/u1.wav"])
+    assert store.status(db.utterances[at["s1/u1.wav"]]) == "rejected"
+
+    write_wav(corpus / "s0" / "u0.wav", 1.3, f0=300)  # other audio under the same name
+    write_wav(corpus / "s1" / "u1.wav", 1.0, f0=200)  # the silent file repaired
+    for name in ("s0/u0.wav", "s1/u1.wav"):  # a different mtime even on a coarse clock
+        os.utime(corpus / name, ns=(1_700_000_000_000_000_000,) * 2)
+    db, src, at = source()
+    after = np.array(src.get(at["s0/u0.wav"]))
+    assert src.computed == 1 and after.shape != before.shape
+    repaired = src.get(at["s1/u1.wav"])
+    assert src.computed == 2 and len(repaired) > 0
+    assert store.status(db.utterances[at["s1/u1.wav"]]) == "done"
+
+
+def test_a_cache_that_cannot_be_written_costs_speed_not_the_run(tone_corpus, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    db = SpeakerDatabase.scan(tone_corpus)
+    cfg = FeatureConfig()
+    source = CachedSource(db, LogMelExtractor(cfg), FeatureStore(blocker / "store"), True)
+    builder = BatchBuilder(TripletSampler(db, triplets=4, seed=0), source, 40, cfg)
+    for _ in range(3):
+        builder.build().validate()
+    assert source.computed > 0 and not source.write_cache
+    assert caplog.text.count("cannot write the feature cache") == 1
