@@ -172,6 +172,10 @@ class LearnerConfig:
     pretrain_steps: int = 0
     cls_weight: float = 1.0
     aam_margin: float = 0.2  # radians
+    # Margin warm-up (WeSpeaker's margin scheduler): 0 until aam_margin_start, then rising
+    # linearly to aam_margin over aam_margin_steps steps (0: the full margin from the start).
+    aam_margin_start: int = 0
+    aam_margin_steps: int = 0
     aam_scale: float = 30.0
     margin: float = 0.1  # the triplet margin (cosine)
     mining: str = "none"  # none | hard | semihard

@@ -19,8 +19,9 @@ def atomic_write(
 ) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place.
 
-    ``fsync`` makes the bytes durable before the rename; caches whose entries can be
-    recomputed skip it. The file is created with ``mode`` (before umask), so a secret is
+    ``fsync`` makes the bytes durable before the rename, and the rename itself after it
+    (the folder is fsynced: else a power cut can bring back the old file, or none);
+    caches whose entries can be recomputed skip both. The file is created with ``mode`` (before umask), so a secret is
     never readable by others, not even before a chmod. A failed write removes the
     temporary file and re-raises.
     """
@@ -35,10 +36,21 @@ def atomic_write(
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:

@@ -180,11 +180,36 @@ class EmbeddedRedis:
         host = f"[{host}]" if ":" in host else host
         return f"redis://:{self.password}@{host}:{port}/0"
 
+    def recorded_host(self, info: dict) -> str:
+        """Where to reach the server ``server.json`` records: its host when that is loopback
+        or the address this object was asked to use; else loopback (a server bound to all
+        addresses answers there too). A planted file naming another machine never gets
+        this folder's password."""
+        host = info.get("host") or self.host
+        if isinstance(host, str) and host == self.host:
+            return host
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return host
+        except (TypeError, ValueError):
+            pass
+        log.info(
+            "%s names %r, neither loopback nor %s: looking for the server on loopback only",
+            self.dir / "server.json",
+            host,
+            self.host,
+        )
+        return "127.0.0.1"
+
     def running_url(self) -> str | None:
         """URL of a server already serving this folder, if one answers."""
         try:
             info = json.loads((self.dir / "server.json").read_text())
-            url = self.url(int(info["port"]), info.get("host"))
+            host = self.recorded_host(info)
+            port = info["port"]
+            if not isinstance(port, int) or not 0 < port < 65536:
+                return None
+            url = self.url(port, host)
             client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
             served = client.info("server").get("config_file", "")
             if served == str((self.dir / "redis.conf").resolve()):

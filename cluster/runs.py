@@ -16,6 +16,10 @@ from cluster.files import atomic_write_text
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+class UnsafeRunFolder(ValueError):
+    """A part of a run folder that resolves elsewhere (a planted symlink): never used."""
+
+
 def is_run_id(text: str) -> bool:
     """A plain name for ``runs/<id>``: no separators, no ``..``, nothing absolute."""
     return bool(_RUN_ID.match(text)) and ".." not in text
@@ -39,6 +43,19 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     redis_dir = property(lambda self: self.path / "redis")
     logs = property(lambda self: self.path / "logs")
+
+    def store_dir(self) -> Path:
+        """The embedded Redis folder, refused (``UnsafeRunFolder``) when it resolves outside this
+        run folder: a planted symlink must never make us write a config, a password or data
+        elsewhere, or start a server there."""
+        folder = self.redis_dir
+        if folder.is_symlink() or (
+            folder.exists() and folder.resolve().parent != self.path.resolve()
+        ):
+            raise UnsafeRunFolder(
+                f"{folder} is a link or resolves outside its run folder; refusing it"
+            )
+        return folder
 
     @classmethod
     def create(cls, root: str | Path, cfg: RunConfig, run_id: str | None = None) -> RunDir:

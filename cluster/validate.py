@@ -103,6 +103,8 @@ _RANGES: dict[tuple[str, str], tuple[Any, Any]] = {
     ("learner", "cls_weight"): (0, None),
     ("learner", "aam_margin"): (0, 1.5),
     ("learner", "aam_scale"): ((">", 0), None),
+    ("learner", "aam_margin_start"): (0, None),
+    ("learner", "aam_margin_steps"): (0, None),
     ("learner", "checkpoint_every"): (0, None),
     ("learner", "checkpoint_minutes"): (0, None),
     ("learner", "max_restarts"): (0, None),
@@ -194,7 +196,41 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
                 _check_address(key, kwargs[name])
             if (section, name) in _RANGES:
                 _check_range(key, kwargs[name], _RANGES[(section, name)])
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if prefix == "features.":
+        check_features(obj)
+    return obj
+
+
+def check_features(f: Any) -> None:
+    """Feature settings that are valid one by one but not together: refused at load time,
+    naming the keys (else a run trains on constant features, or fails in the learner)."""
+    nyquist = f.sample_rate / 2
+    if not f.fmin < f.fmax:
+        raise ConfigError(
+            f"features.fmin ({f.fmin:g} Hz) must be below features.fmax ({f.fmax:g} Hz)"
+        )
+    if f.fmax > nyquist:
+        raise ConfigError(
+            f"features.fmax ({f.fmax:g} Hz) must be at most half of features.sample_rate "
+            f"({f.sample_rate} Hz): {nyquist:g} Hz"
+        )
+    if f.win_length < 2 or f.hop_length < 1:
+        raise ConfigError(
+            f"features.win_ms ({f.win_ms:g} ms) and features.hop_ms ({f.hop_ms:g} ms) give a "
+            f"window of {f.win_length} and a hop of {f.hop_length} samples at "
+            f"{f.sample_rate} Hz: both must be at least 2 and 1 samples"
+        )
+    if f.n_fft < f.win_length:
+        raise ConfigError(
+            f"features.n_fft ({f.n_fft}) must be at least the window, features.win_ms "
+            f"({f.win_ms:g} ms = {f.win_length} samples at {f.sample_rate} Hz)"
+        )
+    if f.n_mels > f.n_fft // 2:
+        raise ConfigError(
+            f"features.n_mels ({f.n_mels}) must be at most half of features.n_fft ({f.n_fft}): "
+            "more mel bands than FFT bins leaves bands empty"
+        )
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,8 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         State("run", "value"),
     )
     def update_runs(_, current):
+        if current is not None and not isinstance(current, str):
+            current = None  # a forged request: not a run id; keep the page working
         options, message = board.run_options()
         if options is None:  # a blip of the store must not drop the run being watched
             return no_update, no_update, message
@@ -130,6 +132,9 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         # tick can keep a slow browser busy past the next tick, and Dash drops a callback's
         # result when the callback fires again before it arrives (plotly/dash#941).
         ticked = ctx.triggered_id == "tick"
+        bad = bad_inputs(run_id, log_scale, drawn)
+        if bad:  # a forged request (the page only sends these types): the page's own text
+            return _cleared(f"Bad request: {bad}.")
         if not run_id:
             return (no_update,) * 8 if ticked else _cleared()
         t0 = time.perf_counter()
@@ -159,6 +164,20 @@ def build_app(board: Dashboard, refresh_ms: int) -> Dash:
         return out
 
     return app
+
+
+def bad_inputs(run_id, log_scale, drawn) -> str:
+    """What is wrong with the chart callback's inputs ('' when nothing): a run id is text,
+    the log-scale switch a list of texts, the drawn key text."""
+    if run_id is not None and not isinstance(run_id, str):
+        return f"the run must be a run id (text), got {type(run_id).__name__}"
+    if log_scale is not None and not (
+        isinstance(log_scale, list) and all(isinstance(v, str) for v in log_scale)
+    ):
+        return f"the log-scale switch must be a list of texts, got {type(log_scale).__name__}"
+    if drawn is not None and not isinstance(drawn, str):
+        return f"the drawn key must be text, got {type(drawn).__name__}"
+    return ""
 
 
 def _cleared(message: str = "") -> tuple:

@@ -24,7 +24,7 @@ import numpy as np
 import redis
 
 from cluster import metrics as M
-from cluster.runs import is_run_id
+from cluster.runs import RunDir, is_run_id
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 20_000
@@ -108,10 +108,10 @@ class RunsDirSource:
         if run_id not in self._clients:
             from cluster.redis_server import EmbeddedRedis
 
-            server = EmbeddedRedis(self.run_dir(run_id) / "redis")
             try:
+                server = EmbeddedRedis(RunDir(self.run_dir(run_id)).store_dir())
                 url = server.ensure()
-            except (RuntimeError, OSError) as exc:
+            except (RuntimeError, OSError, ValueError) as exc:
                 raise StoreUnavailable(f"cannot start the store of run {run_id}: {exc}") from None
             self._servers[run_id] = server
             self._clients[run_id] = M.connect(url)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 from cluster.config import ConfigError, RunConfig, apply_overrides, load_config, replace
 from cluster.metrics import public_url
-from cluster.runs import RunDir, is_run_id
+from cluster.runs import RunDir, UnsafeRunFolder, is_run_id
 
 log = logging.getLogger("learner")
 
@@ -115,7 +116,21 @@ def resolve_config(a: argparse.Namespace):
             "not a path; use --runs for where runs go"
         )
     cfg, url = without_secret(load_config(a.preset, overrides))
-    return cfg, RunDir.create(a.runs, cfg, a.run_id), None, url
+    return cfg, None, None, url  # the run folder is made once the corpus is known usable
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes, ``ray stop``): stopped as for Ctrl-C, exit code 143."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises :class:`Terminated` in the driver's main thread. Called again after
+    ``ray.init``, which installs a handler of its own."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from learner.launch import Launch
+    from learner.learner import ConstantFeatures
     from workers.corpus import CorpusError
     from workers.rundata import RunData
     from workers.sampler import TripletSampler
@@ -142,9 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     try:  # fail fast, in the driver, on a bad corpus (and generate the synthetic one once)
         data = RunData.open(cfg.data, cfg.synthetic)
         TripletSampler(data.db, data.train, cfg.sampler.triplets)  # can triplets be drawn?
+        data.check_speech(cfg.features)  # is there speech at all? (a few files, cached)
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if run is None:
+        try:
+            run = RunDir.create(a.runs, cfg, a.run_id)
+        except OSError as exc:  # a read-only or full disk, a file in the way
+            print(
+                f"error: cannot create the run folder under {a.runs}: {exc.strerror or exc} "
+                f"({exc.filename or a.runs}); give --runs a folder you can write",
+                file=sys.stderr,
+            )
+            return 2
     log.info(
         "run %s: %s; %d training and %d held-out speakers",
         run.run_id,
@@ -155,17 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     # The metrics store, chosen here only: --redis, REDIS_URL, metrics.redis_url, else embedded.
     launch = Launch(cfg, run, resume, a.redis or os.environ.get("REDIS_URL") or config_url)
     code, error = 0, None
+    stop_on_sigterm()
     try:
         launch.open_metrics()
         info = launch.start(a.address, a.cpus)
+        stop_on_sigterm()
         code = train_loop(cfg, launch, info["step"], a.no_progress, resume is None)
-    except KeyboardInterrupt:
-        print("\ninterrupted: writing a checkpoint and shutting down", file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as exc:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the shutdown
+        why = " (SIGTERM)" if isinstance(exc, Terminated) else ""
+        print(f"\ninterrupted: writing a checkpoint and shutting down{why}", file=sys.stderr)
+        code = 143 if isinstance(exc, Terminated) else 130
+    except UnsafeRunFolder as exc:  # a planted link in the run folder
+        error, code = str(exc), 2
     except ProducersFailed as exc:  # the producers' error, not a hang
         error, code = str(exc), 2 if exc.bad_input else 1
     except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
-        error, code = str(exc.cause if hasattr(exc, "cause") else exc), 1
+        cause = getattr(exc, "cause", None)
+        error = str(cause if cause is not None else exc)
+        code = 2 if isinstance(cause, ConstantFeatures) else 1  # 2: bad input
     finally:
         if error:
             print(f"error: {error}", file=sys.stderr)

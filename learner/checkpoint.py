@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.files import atomic_write_text
+from cluster.files import atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,6 @@ class Checkpoint:
                 return {k: data[k] for k in data.files}
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{self.path}: unreadable {name}.npz ({exc})") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -205,7 +197,7 @@ class CheckpointManager:
             json.dump(meta, fh, indent=1, default=_json_default)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if final.exists():  # the same step saved again (e.g. at exit right after a periodic
             # save): move the old one aside first, so a kill at any point leaves one in place
@@ -214,7 +206,7 @@ class CheckpointManager:
         os.rename(tmp, final)
         if old is not None:
             self._remove(old)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         ckpt = Checkpoint(final)
         if best:
             atomic_write_text(

@@ -42,7 +42,8 @@ from workers.watch import ProducerWatch
 
 log = logging.getLogger(__name__)
 
-STATUS_OF_EXIT = {0: "finished", 130: "interrupted"}  # any other exit code: "failed"
+# Any other exit code: "failed". 130: Ctrl-C (SIGINT), 143: SIGTERM.
+STATUS_OF_EXIT = {0: "finished", 130: "interrupted", 143: "interrupted"}
 
 
 def learner_options(cfg: RunConfig) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class Launch:
         if not self.url:
             from cluster.redis_server import EmbeddedRedis
 
-            self.embedded = EmbeddedRedis(self.run.redis_dir, self.cfg.metrics.redis_bind)
+            self.embedded = EmbeddedRedis(self.run.store_dir(), self.cfg.metrics.redis_bind)
             self.url = self.embedded.ensure()
         cfg = self.cfg
         self.writer = MetricsWriter(self.url, self.run_id, "driver")

@@ -39,6 +39,11 @@ from learner.train_step import TrainStep, configure
 log = logging.getLogger(__name__)
 
 
+class ConstantFeatures(ValueError):
+    """Every value of a batch is the same: the feature settings (or the audio) leave nothing
+    to learn from. Bad input: the driver exits 2."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the weights in memory are no longer usable."""
 
@@ -179,6 +184,15 @@ class Learner:
         batch.validate(
             spec=self.spec, triplets=s.triplets, frames=s.frames, n_mels=self.cfg.features.n_mels
         )
+        if batch.features.max() == batch.features.min():  # ~1 ms for a demo batch
+            f = self.cfg.features
+            raise ConstantFeatures(
+                f"batch {batch.worker_id}/{batch.seq} at step {self.step}: every feature value "
+                f"is {float(batch.features.flat[0]):g}, there is nothing to learn. Check the "
+                f"feature settings (features.fmin {f.fmin:g}, features.fmax {f.fmax:g}, "
+                f"features.n_mels {f.n_mels}, features.n_fft {f.n_fft}) and that the audio "
+                "is not silent"
+            )
         if self.cfg.learner.max_minutes:  # time spent so far, across resumes
             spent = self.totals["wait"] + self.totals["step"]
             self.train_step.set_progress(spent / (60 * self.cfg.learner.max_minutes))

@@ -155,24 +155,32 @@ def cosine_logits(emb, kernel):
     return ops.matmul(ops.cast(emb, "float32"), ops.normalize(kernel, axis=0))
 
 
-def classification_loss(cos, classes, margin: float = 0.0, scale: float = 30.0):
+def margin_at(step, margin: float, start: int = 0, steps: int = 0):
+    """The AAM margin at ``step``: 0 until ``start``, then rising linearly to ``margin`` over
+    ``steps`` steps (WeSpeaker's margin scheduler; ``steps=0``: ``margin`` throughout)."""
+    if not steps:
+        return ops.convert_to_tensor(margin, "float32")
+    share = (ops.cast(step, "float32") - float(start)) / float(steps)
+    return margin * ops.clip(share, 0.0, 1.0)
+
+
+def classification_loss(cos, classes, margin=0.0, scale: float = 30.0):
     """Cross-entropy of ``scale * cos`` with an additive angular margin on the target class
-    (ArcFace / AAM-softmax; ``margin=0`` is the normalised softmax). Rows whose class is
-    -1 (a speaker the classifier does not know) are ignored. Returns ``(loss, accuracy)``.
+    (ArcFace / AAM-softmax; ``margin=0`` is the normalised softmax). ``margin`` may be a
+    tensor (a margin that warms up during training). Rows whose class is -1 (a speaker
+    the classifier does not know) are ignored. Returns ``(loss, accuracy)``.
     """
     n_classes = ops.shape(cos)[1]
     known = ops.cast(ops.greater_equal(classes, 0), "float32")
     onehot = ops.one_hot(ops.maximum(classes, 0), n_classes) * ops.expand_dims(known, 1)
     cos = ops.clip(cos, -1.0 + 1e-7, 1.0 - 1e-7)
-    if margin:
+    if not isinstance(margin, int | float) or margin:
+        m = ops.cast(margin, "float32")
         sin = ops.sqrt(1.0 - cos * cos)
-        cos_m = cos * math.cos(margin) - sin * math.sin(margin)  # cos(theta + m)
-        # Past theta = pi - m, cos(theta + m) would rise again: keep it decreasing (ArcFace).
-        cos_m = ops.where(
-            ops.greater(cos, math.cos(math.pi - margin)),
-            cos_m,
-            cos - math.sin(math.pi - margin) * margin,
-        )
+        cos_m = cos * ops.cos(m) - sin * ops.sin(m)  # cos(theta + m)
+        # Past theta = pi - m, cos(theta + m) would rise again: keep it decreasing (ArcFace;
+        # cos(pi - m) = -cos(m), sin(pi - m) = sin(m)).
+        cos_m = ops.where(ops.greater(cos, -ops.cos(m)), cos_m, cos - ops.sin(m) * m)
         cos = onehot * cos_m + (1.0 - onehot) * cos
     logits = scale * cos
     logp = logits - ops.logsumexp(logits, axis=1, keepdims=True)

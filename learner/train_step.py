@@ -22,6 +22,7 @@ from learner.model import (  # noqa: E402
     build_model,
     classification_loss,
     cosine_logits,
+    margin_at,
     triplet_loss,
 )
 
@@ -117,7 +118,8 @@ class TrainStep:
                 if head is not None:
                     cos = cosine_logits(emb, head.get_layer("speaker_weights").kernel)
                     classes = tf.gather(table, labels)
-                    cls_loss, accuracy = classification_loss(cos, classes, aam, scale)
+                    m = margin_at(opt.iterations, aam, lc.aam_margin_start, lc.aam_margin_steps)
+                    cls_loss, accuracy = classification_loss(cos, classes, m if aam else 0.0, scale)
                     # Pre-training: the classifier alone, then both.
                     joint = tf.cast(opt.iterations >= pretrain, tf.float32)
                     loss = joint * loss + weight * cls_loss

@@ -60,9 +60,10 @@ class FeatureStore:
         return cls(default_cache_root(cache_dir) / extractor.kind / key / extractor.spec)
 
     def key(self, utt: Utterance) -> str:
-        """The entry of one version of a file: its path, size and mtime, as in the manifest.
-        A file replaced by other audio, or a rejected file repaired, gets a fresh entry."""
-        ident = f"{utt.path}\0{utt.size}\0{utt.mtime_ns}"
+        """The entry of one version of a file: its path, size, mtime and content check, as
+        in the manifest. A file replaced by other audio (even of the same size with its
+        mtime restored), or a rejected file repaired, gets a fresh entry."""
+        ident = f"{utt.path}\0{utt.size}\0{utt.mtime_ns}\0{utt.content}"
         return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
     def npy(self, utt: Utterance) -> Path:

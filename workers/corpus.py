@@ -3,8 +3,9 @@
 ``SpeakerDatabase.scan(root)`` walks a corpus in one of the layouts of
 :mod:`workers.layouts` (found automatically from where the audio files sit).
 Durations come from file headers (``soundfile.info``), never from decoding
-audio bodies. The manifest is cached as JSON keyed by each file's size and
-mtime, so a rescan re-reads only the headers of files that changed. Files that
+audio bodies. The manifest is cached as JSON keyed by each file's size, mtime and a
+content check (a hash of its first and last 4 KiB, read on every scan), so a rescan
+re-reads only the headers of files that changed. Files that
 cannot be used are skipped with one warning each and counted by reason in
 ``db.skipped``.
 """
@@ -25,7 +26,8 @@ from workers.listings import ListingError, list_root, utterance_id
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: entries carry a content check (size + first and last blocks)
+CONTENT_BLOCK = 4096  # bytes read at each end of a file for its content check
 MIN_ANCHOR_UTTERANCES = 2  # a speaker with fewer can be a negative, never an anchor
 
 
@@ -42,6 +44,7 @@ class Utterance:
     size: int = 0  # bytes and mtime when scanned: which version of the file this is
     mtime_ns: int = 0
     utt: str = ""  # the corpus's utterance id (Kaldi); else derived from the path
+    content: str = ""  # a hash of the file's first and last blocks (content_check)
 
     @property
     def utt_id(self) -> str:
@@ -61,6 +64,22 @@ def default_cache_root(cache_dir: str = "") -> Path:
 def corpus_key(root: Path) -> str:
     """Stable name for a corpus root in the cache."""
     return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:10]}"
+
+
+def content_check(path: Path, size: int) -> str:
+    """A cheap check of which audio a file holds: a hash of its size and its first and last
+    ``CONTENT_BLOCK`` bytes. Files copied with their mtime kept (``rsync -t``, ``tar``) and
+    the same size are told apart unless they differ only in the middle."""
+    digest = hashlib.sha1(str(size).encode())
+    try:
+        with open(path, "rb") as fh:
+            digest.update(fh.read(CONTENT_BLOCK))
+            if size > CONTENT_BLOCK:
+                fh.seek(max(CONTENT_BLOCK, size - CONTENT_BLOCK))
+                digest.update(fh.read(CONTENT_BLOCK))
+    except OSError:
+        return ""
+    return digest.hexdigest()[:16]
 
 
 def wav_is_truncated(path: Path, size: int) -> bool:
@@ -142,9 +161,12 @@ class SpeakerDatabase:
             if st is None:
                 _skip(skipped, "missing", rel, "listed but not found")
                 continue
-            key = [st.st_size, st.st_mtime_ns]
+            # Read on every scan, unlike the header: a file swapped for other audio of the
+            # same size with its mtime restored still gets a new key (bench/corpus.py).
+            content = content_check(listing.base / rel, st.st_size)
+            key = [st.st_size, st.st_mtime_ns, content]
             hit = cached.get(rel)
-            probe = hit[2] if hit and hit[:2] == key else _probe(listing.base / rel, st.st_size)
+            probe = hit[3] if hit and hit[:3] == key else _probe(listing.base / rel, st.st_size)
             entries[rel] = key + [probe]
             if item.speaker is None:
                 _skip(skipped, "outside_layout", rel, f"not where {listing.layout} keeps audio")
@@ -160,7 +182,14 @@ class SpeakerDatabase:
                 else:
                     utterances.append(
                         Utterance(
-                            rel, item.speaker, seconds, sr, st.st_size, st.st_mtime_ns, item.utt
+                            rel,
+                            item.speaker,
+                            seconds,
+                            sr,
+                            st.st_size,
+                            st.st_mtime_ns,
+                            item.utt,
+                            content,
                         )
                     )
         _report(root, skipped)
@@ -297,7 +326,7 @@ def _read_manifest_cache(path: Path) -> dict[str, list]:
     if data.get("version") != MANIFEST_VERSION:
         return {}
     return {
-        k: [v[0], v[1], v[2] if isinstance(v[2], str) else tuple(v[2])]
+        k: [v[0], v[1], v[2], v[3] if isinstance(v[3], str) else tuple(v[3])]
         for k, v in data.get("files", {}).items()
     }
 

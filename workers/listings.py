@@ -149,7 +149,7 @@ def _kaldi(folder: Path) -> Listing:
                 "(wav-copy scp:wav.scp ark,scp:...) or list them in a CSV manifest"
             )
         log.warning("%s: %d piped command(s) not run (e.g. %s)", scp, len(piped), piped[0])
-    return listing
+    return checked(listing, scp)
 
 
 def _manifest(path: Path) -> Listing:
@@ -166,4 +166,41 @@ def _manifest(path: Path) -> Listing:
         listing.items.append(Item(rel, speaker, _stat(path.parent / rel)))
     if not listing.items:
         raise ListingError(f"{path}: the manifest lists no files")
+    return checked(listing, path)
+
+
+def checked(listing: Listing, source: Path) -> Listing:
+    """A list's entries looked over: paths outside the list's folder (``../x.wav``,
+    absolute ones) are counted and said once (taken as listed: a manifest may name files
+    anywhere); a file listed under two speakers keeps its first speaker, and the others
+    are skipped as ``duplicate`` (one voice with two labels poisons training)."""
+    base = os.path.normpath(listing.base.absolute())
+    outside, first, keep = [], {}, []
+    for item in listing.items:
+        # By name, not by following links: a corpus of links into a store is not "outside".
+        where = os.path.normpath(os.path.join(base, item.path))  # an absolute path stays
+        if os.path.commonpath([base, where]) != base:
+            outside.append(item.path)
+        other = first.setdefault(where, item.speaker)
+        if other != item.speaker:
+            listing.skipped.setdefault("duplicate", []).append(item.path)
+            continue
+        keep.append(item)
+    if outside:
+        log.warning(
+            "%s: %d listed file(s) lie outside %s (e.g. %s); they are used as listed",
+            source,
+            len(outside),
+            base,
+            outside[0],
+        )
+    dupes = listing.skipped.get("duplicate", [])
+    if dupes:
+        log.warning(
+            "%s: %d file(s) listed under two speakers (e.g. %s); each keeps its first speaker",
+            source,
+            len(dupes),
+            dupes[0],
+        )
+    listing.items = keep
     return listing

@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from cluster.config import DataConfig, FeatureConfig, SyntheticConfig
+from workers.audio import AudioError
 from workers.cache import CachedSource, FeatureStore
-from workers.corpus import SpeakerDatabase
+from workers.corpus import CorpusError, SpeakerDatabase
 from workers.extract import Extractor, LogMelExtractor, SpeechExtractor
 
 MEMORY_BYTES = 256 << 20  # in-memory LRU of computed features per source
+SPEECH_SAMPLE = 16  # training files the driver decodes before a run starts, at most
 
 
 def resolve_corpus(data: DataConfig, synthetic: SyntheticConfig) -> Path:
@@ -75,6 +77,27 @@ class RunData:
             for copy in range(copies):
                 out[self.db.speaker_index[name] + copy * n] = k + copy * n_train
         return out
+
+    def check_speech(self, features: FeatureConfig, sample: int = SPEECH_SAMPLE) -> None:
+        """Fail fast on audio without speech (silent, or below the VAD floor): decode up to
+        ``sample`` training utterances (seeded; through the feature cache, so the work is
+        kept) and raise ``CorpusError``, with the counts by reason, when none is usable.
+        Returns at the first usable one."""
+        utts = [i for s in self.train for i in self.db.by_speaker[s]]
+        pick = np.random.default_rng(0).permutation(len(utts))[:sample]
+        source, reasons = self.source(features), {}
+        for k in pick:
+            try:
+                source.get(utts[k])
+                return
+            except AudioError as exc:
+                reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+        counts = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items()))
+        raise CorpusError(
+            f"no speech found in {len(pick)} training files of {self.db.root} ({counts}): is "
+            f"the audio silent, or quieter than features.vad_floor_db "
+            f"({features.vad_floor_db:g} dBFS)?"
+        )
 
     def waves(self, features: FeatureConfig, guard: Any = None) -> CachedSource:
         """Speech waveforms of the corpus for augmenting producers, cached as configured."""

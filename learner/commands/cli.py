@@ -11,6 +11,7 @@ from collections.abc import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from learner.checkpoint import CheckpointError  # noqa: E402
+from learner.commands.speaker_model import MAX_SPEECH_S, SpeakerModel  # noqa: E402
 from workers.audio import AudioError  # noqa: E402
 
 EXIT_ERROR = 2
@@ -26,7 +27,22 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
         required=True,
         help="checkpoint folder, or a run folder (its best checkpoint)",
     )
+    p.add_argument(
+        "--max-speech",
+        type=float,
+        default=MAX_SPEECH_S,
+        metavar="SECONDS",
+        help="embed at most this much speech of each input (the first found; a long "
+        f"recording is read block by block, so memory stays bounded; default {MAX_SPEECH_S:g})",
+    )
     return p
+
+
+def load_model(a: argparse.Namespace) -> SpeakerModel:
+    """The model a command's ``--checkpoint`` and ``--max-speech`` name."""
+    if not a.max_speech > 0:
+        raise ValueError(f"--max-speech must be positive, got {a.max_speech}")
+    return SpeakerModel.load(a.checkpoint, max_speech_s=a.max_speech)
 
 
 def guarded(body: Callable[[], int]) -> int:

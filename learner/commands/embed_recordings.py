@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from learner.commands.cli import EXIT_ERROR, guarded, parser
+from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
 from learner.commands.speaker_model import SpeakerModel, expand_inputs
-from learner.scoring.embedding_files import write_embeddings
+from learner.scoring.embedding_files import colliding_ids, write_embeddings
 from workers.audio import AudioError
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def body() -> int:
-        model = SpeakerModel.load(a.checkpoint)
+        model = load_model(a)
         found = inputs_with_ids(a.inputs)
         if not found:
             print("error: no audio files in the inputs", file=sys.stderr)
@@ -72,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         ids = dict(found)
         if len(set(ids.values())) != len(ids):
             print("error: two inputs give the same utterance id", file=sys.stderr)
+            return EXIT_ERROR
+        clashes = colliding_ids({str(p): u for p, u in ids.items()})
+        if clashes:  # before any work: say which files, and what to do
+            names = "; ".join(" and ".join(repr(n) for n in group) for group in clashes)
+            print(
+                f"error: these files give one utterance id once whitespace becomes '_' (Kaldi "
+                f"keys hold none): {names}. Rename one of each, or embed them in separate runs",
+                file=sys.stderr,
+            )
             return EXIT_ERROR
         emb, kept, skipped = embed_paths(model, list(ids), progress=sys.stderr.isatty())
         out = Path(a.out)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from learner.commands.cli import EXIT_ERROR, guarded, parser
+from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
 from learner.commands.embed_recordings import embed_paths
-from learner.commands.speaker_model import SpeakerModel, expand_inputs
+from learner.commands.speaker_model import expand_inputs
 from learner.scoring.profiles import ProfileStore
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def body() -> int:
-        model = SpeakerModel.load(a.checkpoint)
+        model = load_model(a)
         ProfileStore(a.store).check_model(model.spec, model.fingerprint)  # fail before embedding
         emb, kept, skipped = embed_paths(model, expand_inputs(a.inputs), progress=False)
         for path, reason in skipped:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from learner.commands.cli import guarded, parser
+from learner.commands.cli import guarded, load_model, parser
 from learner.commands.speaker_model import SpeakerModel
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def body() -> int:
-        paths = export(SpeakerModel.load(a.checkpoint), a.out)
+        paths = export(load_model(a), a.out)
         print(f"wrote {paths['keras']} and {paths['saved_model']}")
         return 0
 

@@ -14,8 +14,7 @@ import sys
 
 import numpy as np
 
-from learner.commands.cli import EXIT_ERROR, guarded, parser
-from learner.commands.speaker_model import SpeakerModel
+from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
 from learner.scoring.profiles import ProfileStore
 
 
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--top must be at least 1, got {a.top}")
 
     def body() -> int:
-        model = SpeakerModel.load(a.checkpoint)
+        model = load_model(a)
         store = ProfileStore(a.store)
         if not store.names():
             print(f"error: {a.store} has no enrolled speakers", file=sys.stderr)

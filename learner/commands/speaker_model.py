@@ -26,11 +26,15 @@ import numpy as np
 from cluster.config import RunConfig, config_from_dict
 from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
 from learner.scoring.windows import embed_features
-from workers.audio import AUDIO_EXTENSIONS, NoSpeech, load_speech
+from workers.audio import AUDIO_EXTENSIONS, AudioError, NoSpeech, audio_info
+from workers.extract import speech_parts
 from workers.features import LogMel
 
 log = logging.getLogger(__name__)
 MIN_SPEECH_S = 0.5
+# Speech embedded per input, at most: a long recording is read block by block and stops
+# here, so memory is bounded whatever the input's length (--max-speech).
+MAX_SPEECH_S = 300.0
 
 
 @dataclass
@@ -40,9 +44,10 @@ class SpeakerModel:
     checkpoint: Checkpoint
     threshold: float | None
     min_speech_s: float = MIN_SPEECH_S
+    max_speech_s: float = MAX_SPEECH_S
 
     @classmethod
-    def load(cls, path: str | Path) -> SpeakerModel:
+    def load(cls, path: str | Path, max_speech_s: float = MAX_SPEECH_S) -> SpeakerModel:
         """A checkpoint folder, or a run / checkpoints folder (its best checkpoint)."""
         ckpt = resolve(path)
         state = ckpt.state()
@@ -59,7 +64,7 @@ class SpeakerModel:
 
         model = build_model(cfg.model, cfg.features.n_mels)
         assign_arrays(model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
-        return cls(cfg, model, ckpt, state.get("threshold"))
+        return cls(cfg, model, ckpt, state.get("threshold"), max_speech_s=max_speech_s)
 
     @property
     def spec(self) -> str:
@@ -75,8 +80,23 @@ class SpeakerModel:
         return digest.hexdigest()[:16]
 
     def features(self, path: str | Path) -> np.ndarray:
-        """``[frames, n_mels]`` log-mel of the speech in ``path``; AudioError on bad input."""
-        speech = load_speech(path, self.cfg.features)
+        """``[frames, n_mels]`` log-mel of the speech in ``path`` (its first
+        ``max_speech_s`` seconds of speech); AudioError on bad input. A long file is decoded
+        block by block (``workers.extract.speech_parts``) and reading stops at the budget."""
+        path = Path(path)
+        try:
+            frames, rate = audio_info(path)  # the header only
+            seconds = frames / rate
+        except AudioError:
+            seconds = 0.0  # decoded at once below, where the decoder says what is wrong
+        budget = int(self.max_speech_s * self.cfg.features.sample_rate)
+        parts, have = [], 0
+        for part in speech_parts(path, seconds, self.cfg.features):
+            parts.append(part[: budget - have])
+            have += len(parts[-1])
+            if have >= budget:
+                break  # the rest of the file is never decoded
+        speech = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if len(speech) < self.min_speech_s * self.cfg.features.sample_rate:
             raise NoSpeech(
                 path,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from learner.commands.cli import EXIT_ERROR, guarded, parser
+from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
 from learner.commands.speaker_model import SpeakerModel
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     def body() -> int:
-        model = SpeakerModel.load(a.checkpoint)
+        model = load_model(a)
         threshold = a.threshold if a.threshold is not None else model.threshold
         if threshold is None:
             print(

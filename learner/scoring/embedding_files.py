@@ -4,7 +4,8 @@ A folder written by :func:`write_embeddings` holds
 
 - ``embeddings.npy``: ``[N, D]`` float32 unit vectors, one row per utterance;
 - ``index.tsv``: a header line ``# voice-embeddings model=<fingerprint> dim=<D>``, a column
-  line, then ``row  utt  path  seconds`` per row;
+  line, then ``row  utt  path  seconds`` per row (ids hold no whitespace; tab, newline,
+  carriage return and backslash in a path are escaped: :func:`tsv_field`);
 - ``embeddings.ark`` / ``embeddings.scp``: the same vectors as a Kaldi archive (kaldiio),
   for Kaldi, WeSpeaker and SpeechBrain back ends (PLDA, score normalisation).
 
@@ -34,6 +35,26 @@ def kaldi_key(utt: str) -> str:
     return re.sub(r"\s+", "_", utt)
 
 
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def tsv_field(text: str) -> str:
+    r"""``text`` fit for one field of a line of ``index.tsv``: backslash, tab, newline and
+        carriage return escaped as ``\``, ``	``, ``
+    ``, ``
+    `` (a file name may hold any)."""
+    return "".join(_ESCAPES.get(c, c) for c in text)
+
+
+def colliding_ids(ids: dict[str, str]) -> list[list[str]]:
+    """Groups of the given names (name -> utterance id) whose ids are one key once made fit
+    for Kaldi (``a b`` and ``a_b``): each such group must be renamed apart."""
+    by_key: dict[str, list[str]] = {}
+    for name, utt in ids.items():
+        by_key.setdefault(kaldi_key(utt), []).append(name)
+    return [names for names in by_key.values() if len(names) > 1]
+
+
 def write_embeddings(
     out: Path,
     keys: list[str],
@@ -54,7 +75,8 @@ def write_embeddings(
     seconds = seconds or [0.0] * len(keys)
     lines = [f"{HEADER} model={fingerprint} dim={emb.shape[1] if emb.ndim == 2 else 0}", COLUMNS]
     lines += [
-        f"{i}\t{k}\t{p}\t{s}" for i, (k, p, s) in enumerate(zip(keys, paths, seconds, strict=True))
+        f"{i}\t{k}\t{tsv_field(p)}\t{s}"
+        for i, (k, p, s) in enumerate(zip(keys, paths, seconds, strict=True))
     ]
     (out / "index.tsv").write_text("\n".join(lines) + "\n")
     with kaldiio.WriteHelper(f"ark,scp:{out / 'embeddings.ark'},{out / 'embeddings.scp'}") as w:
@@ -83,7 +105,8 @@ def read_embeddings(where: str | Path) -> tuple[list[str], np.ndarray, str]:
 
 
 def _read_folder(folder: Path) -> tuple[list[str], np.ndarray, str]:
-    lines = (folder / "index.tsv").read_text().splitlines()
+    # "\n" only: other line breaks (\x1c, \u2028, ...) may stand in a path, never in a key.
+    lines = (folder / "index.tsv").read_text().split("\n")
     if not lines or not lines[0].startswith(HEADER) or lines[1:2] != [COLUMNS]:
         raise EmbeddingsError(f"{folder}/index.tsv: not written by python -m learner.embed")
     meta = dict(f.split("=", 1) for f in lines[0][len(HEADER) :].split() if "=" in f)

@@ -80,3 +80,20 @@ def test_feature_fingerprint_tracks_settings():
     b = load_config("demo", ["features.n_mels=40"]).features
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint() == load_config("base").features.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "override, keys",
+    [
+        ("features.fmin=9000", ["features.fmin", "features.fmax"]),
+        ("features.fmax=9000", ["features.fmax", "features.sample_rate"]),
+        ("features.n_fft=16", ["features.n_fft", "features.win_ms"]),
+        ("features.hop_ms=0.01", ["features.hop_ms"]),
+        ("features.n_mels=300", ["features.n_mels", "features.n_fft"]),
+    ],
+)
+def test_feature_settings_that_do_not_fit_together_are_refused_naming_the_keys(override, keys):
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", [override])
+    assert all(k in str(err.value) for k in keys), str(err.value)
+    load_config("demo", ["features.fmin=300", "features.fmax=3400", "features.n_fft=400"])

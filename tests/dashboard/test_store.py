@@ -104,3 +104,99 @@ def test_runs_dir_source_starts_the_persisted_store(tmp_path):
     s.refresh(clients[0])  # the persisted data, served again
     assert s.steps() == 20
     EmbeddedRedis(run.redis_dir).stop()
+
+
+def test_a_planted_server_file_never_gets_the_runs_password(tmp_path, caplog):
+    caplog.set_level("INFO")
+    """``runs/<id>/redis/server.json`` naming another host: the dashboard must not send the
+    run's password there (it starts the run's own server on loopback instead)."""
+    import ipaddress
+    import json
+    import socket
+
+    from cluster.redis_server import EmbeddedRedis, reachable_host
+
+    runs = tmp_path / "runs"
+    (runs / "r1" / "redis").mkdir(parents=True)
+    (runs / "r1" / "config.yaml").write_text("preset: smoke\n")
+    listener = socket.socket()  # a stranger's "server" on a non-loopback address of ours
+    outward = reachable_host("0.0.0.0")
+    if ipaddress.ip_address(outward).is_loopback:
+        pytest.skip("this machine has no non-loopback address to plant")
+    listener.bind((outward, 0))
+    listener.listen(1)
+    listener.settimeout(0.1)
+    planted = {"port": listener.getsockname()[1], "pid": 1, "host": outward}
+    (runs / "r1" / "redis" / "server.json").write_text(json.dumps(planted))
+    board = Dashboard(RunsDirSource(runs))
+    try:
+        board.refresh("r1")
+        with pytest.raises(OSError):
+            listener.accept()  # nobody connected to the planted address
+        assert "looking for the server on loopback only" in caplog.text
+        served = json.loads((runs / "r1" / "redis" / "server.json").read_text())
+        assert ipaddress.ip_address(served["host"]).is_loopback
+    finally:
+        listener.close()
+        EmbeddedRedis(runs / "r1" / "redis").stop()
+
+
+def test_a_store_folder_linked_outside_its_run_is_refused(tmp_path):
+    from dashboard.store import StoreUnavailable
+
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    (runs / "r2").mkdir(parents=True)
+    elsewhere.mkdir()
+    (runs / "r2" / "config.yaml").write_text("preset: smoke\n")
+    (runs / "r2" / "redis").symlink_to(elsewhere, target_is_directory=True)
+    board = Dashboard(RunsDirSource(runs))
+    with pytest.raises(StoreUnavailable, match="resolves outside its run folder"):
+        board.refresh("r2")
+    assert list(elsewhere.iterdir()) == []  # no redis.conf, password or data written there
+
+
+OUTPUTS = (
+    "summary.children",
+    "loss-graph.figure",
+    "similarity-graph.figure",
+    "eer-graph.figure",
+    "timing-graph.figure",
+    "producers-graph.figure",
+    "run-message.children",
+    "drawn.data",
+)
+
+
+@pytest.mark.parametrize(
+    "run_id, log_scale, drawn",
+    [
+        (["r"], [], None),
+        ({"a": 1}, [], None),
+        (7, None, None),
+        (None, 5, None),
+        ("r", {"x": 1}, None),
+        ("r", [], ["k"]),
+        (None, True, None),
+    ],
+)
+def test_forged_callback_inputs_get_the_pages_message_not_a_500(tmp_path, run_id, log_scale, drawn):
+    """The page sends a run id (text), a list of texts and a text key; a forged request with
+    a list, dict, int or bool in their place is answered with the page's own error text."""
+    board = Dashboard(RunsDirSource(tmp_path / "runs"))
+    client = board.app.server.test_client()
+    client.get("/")  # the app's first request sets up its callbacks
+    payload = {
+        "output": ".." + "...".join(OUTPUTS) + "..",
+        "outputs": [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in OUTPUTS],
+        "inputs": [
+            {"id": "tick", "property": "n_intervals", "value": 1},
+            {"id": "run", "property": "value", "value": run_id},
+            {"id": "log-scale", "property": "value", "value": log_scale},
+        ],
+        "state": [{"id": "drawn", "property": "data", "value": drawn}],
+        "changedPropIds": ["run.value"],
+    }
+    answer = client.post("/_dash-update-component", json=payload)
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:500]
+    message = answer.get_json()["response"]["run-message"]["children"]
+    assert message.startswith("Bad request:")

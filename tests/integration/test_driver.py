@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -133,7 +134,10 @@ def test_bad_input_exits_cleanly(tmp_path):
     assert not (tmp_path.parent.parent / name).exists()
 
 
-def flat_corpus(root: Path, speakers: int, utterances: int, silent: bool = False) -> Path:
+def flat_corpus(
+    root: Path, speakers: int, utterances: int, silent: bool = False, voiced: int = 0
+) -> Path:
+    """``silent``: every file but the first ``voiced`` of speaker 0 is zeros."""
     import numpy as np
     import soundfile as sf
 
@@ -142,7 +146,7 @@ def flat_corpus(root: Path, speakers: int, utterances: int, silent: bool = False
     for s in range(speakers):
         for u in range(utterances):
             path = root / f"spk{s}" / f"u{u}.wav"
-            if silent:  # a valid header and length, nothing but zeros inside
+            if silent and not (s == 0 and u < voiced):  # a valid header, zeros inside
                 path.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(path, np.zeros(16000, np.float32), 16000)
             else:
@@ -150,10 +154,30 @@ def flat_corpus(root: Path, speakers: int, utterances: int, silent: bool = False
     return root
 
 
-def test_producers_that_all_fail_stop_the_run_with_their_error(tmp_path):
-    """Every training file is silent: only the producers find out, at run time. The run
-    must stop with their error and exit code 2, not wait for data forever."""
+def test_a_silent_corpus_is_refused_at_start_and_leaves_no_run_folder(tmp_path):
     corpus = flat_corpus(tmp_path / "silent", 4, 3, silent=True)
+    t0 = time.time()
+    out = run(learner_cmd("--runs", str(tmp_path / "runs"), "--run-id", "s", "--data", str(corpus)))
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert re.search(r"no speech found in (\d+) training files .*\(no_speech: \1\)", out.stderr)
+    assert "Traceback" not in out.stderr
+    assert time.time() - t0 < 60  # before Ray, Redis or the learner start
+    assert not (tmp_path / "runs" / "s").exists()
+
+
+def test_a_runs_folder_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    out = run(learner_cmd("--runs", str(tmp_path / "a-file" / "runs")))
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "error: cannot create the run folder under" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_producers_that_all_fail_stop_the_run_with_their_error(tmp_path):
+    """Only one speaker's two files have speech: the driver's first look finds speech, and
+    only the producers find out, at run time, that no triplet can be made. The run must
+    stop with their error and exit code 2, not wait for data forever."""
+    corpus = flat_corpus(tmp_path / "silent", 4, 3, silent=True, voiced=2)
     args = ["--runs", str(tmp_path), "--run-id", "f", "--data", str(corpus), "--steps", "50"]
     t0 = time.time()
     out = run(learner_cmd(*args, "--set", "data.eval_fraction=0"), timeout=180)
@@ -171,7 +195,15 @@ def test_a_corpus_without_anchor_speakers_is_refused_at_start(tmp_path):
     assert out.returncode == 2 and "cannot sample triplets" in out.stderr, out.stderr[-2000:]
 
 
-def test_ctrl_c_checkpoints_and_leaves_no_process(tmp_path):
+@pytest.mark.parametrize(
+    "sig, code, to_group",
+    [
+        (signal.SIGINT, 130, True),  # a terminal's Ctrl-C: the whole foreground group
+        (signal.SIGTERM, 143, False),  # a scheduler (Slurm, Kubernetes, ray stop): the driver
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_checkpoints_and_leaves_no_process(tmp_path, sig, code, to_group):
     proc = subprocess.Popen(
         learner_cmd(
             "--runs",
@@ -197,7 +229,7 @@ def test_ctrl_c_checkpoints_and_leaves_no_process(tmp_path):
         preexec_fn=default_sigint,
     )
     try:
-        interrupted(proc, tmp_path)
+        interrupted(proc, tmp_path, sig, code, to_group)
     finally:
         if proc.poll() is None:  # a failed check must not leave a run training under the suite
             os.killpg(proc.pid, signal.SIGKILL)
@@ -208,7 +240,9 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupted(proc: subprocess.Popen, tmp_path: Path) -> None:
+def interrupted(
+    proc: subprocess.Popen, tmp_path: Path, sig: int, code: int, to_group: bool
+) -> None:
     deadline = time.time() + 180
     lines = []
     while time.time() < deadline:
@@ -220,9 +254,12 @@ def interrupted(proc: subprocess.Popen, tmp_path: Path) -> None:
         proc.kill()
         pytest.fail("training never started:\n" + "".join(lines[-40:]))
     family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(lines[-20:]) + out[-3000:]
+    assert proc.returncode == code, "".join(lines[-20:]) + out[-3000:]
     assert "interrupted: writing a checkpoint" in out
     ckpt = CheckpointManager(tmp_path / "int" / "checkpoints").latest()
     assert ckpt is not None and ckpt.step > 0 and ckpt.state()["reason"] == "exit"

@@ -14,6 +14,7 @@ from cluster.ray_session import init_ray
 from cluster.registry import create_registry
 from workers.cache import FeatureStore
 from workers.corpus import SpeakerDatabase
+from workers.extract import LogMelExtractor
 from workers.pool import start_producers, stop_producers
 from workers.precompute import precompute
 
@@ -118,7 +119,7 @@ def test_workers_cli_attaches_and_removes(ray_session, synthetic_root):
 def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subset, tmp_path):
     cfg = load_config("smoke").features
     db = SpeakerDatabase.scan(speech_subset)
-    store = FeatureStore.for_corpus(db.root, cfg, str(tmp_path))
+    store = FeatureStore.of(db.root, LogMelExtractor(cfg), str(tmp_path))
     # Pretend an earlier run was killed after two files.
     first = precompute(db.subset(db.speakers[:1]), cfg, str(tmp_path), progress=False)
     assert first["done"] == len(db.by_speaker[db.speakers[0]])

@@ -384,3 +384,73 @@ def test_trial_lists_embeddings_by_utterance_id_and_scoring_saved_vectors(
     assert evaluate_main(["--embeddings", str(other), "--trials", str(kaldi_list),
                           "-c", str(trained), "-o", str(tmp_path / "x")]) == 2  # fmt: skip
     assert "not comparable" in capsys.readouterr().err
+
+
+def test_odd_file_names_keep_the_index_readable_and_clashing_ids_are_named(
+    trained, speech_subset, tmp_path, capsys
+):
+    """Tab, newline and carriage return in file names: index.tsv stays one row per vector
+    and ``evaluate --embeddings`` reads it. Two names that become one id (``a b``, ``a_b``)
+    stop the job before any work, naming both."""
+    from learner.commands.embed_recordings import main
+    from learner.scoring.embedding_files import read_embeddings
+
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["tab\there.flac", "new\nline.flac", "carriage\rreturn.flac", "back\\slash.flac"]
+    for name, f in zip(names, files(speech_subset, "libri_3259", 3) * 2, strict=False):
+        (src / name).symlink_to(f)
+    assert main([str(src), "-c", str(trained), "-o", str(tmp_path / "out")]) == 0
+    keys, emb, _ = read_embeddings(tmp_path / "out")
+    assert len(keys) == len(emb) == len(names)
+    rows = (tmp_path / "out" / "index.tsv").read_text().split("\n")[2:-1]
+    assert [r.split("\t")[2].rsplit("/", 1)[-1] for r in sorted(rows)] == sorted(
+        n.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        for n in names
+    )
+
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for name, f in zip(
+        ["a b.flac", "a_b.flac"], files(speech_subset, "libri_3259", 2), strict=True
+    ):
+        (clash / name).symlink_to(f)
+    capsys.readouterr()
+    assert main([str(clash), "-c", str(trained), "-o", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert "a b.flac" in err and "a_b.flac" in err and "Rename one" in err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_long_input_is_embedded_in_bounded_memory(trained, tmp_path, monkeypatch):
+    """A long 48 kHz stereo recording: the commands read it block by block and stop at
+    --max-speech, so the peak allocation stays far below what decoding it whole takes
+    (measured with tracemalloc, not time; "long" is scaled down here to keep it quick)."""
+    import tracemalloc
+
+    from learner.commands.speaker_model import SpeakerModel
+    from tests.fakes import voice
+    from workers import extract
+
+    x = np.concatenate([voice(3.0, 48000, f0) for f0 in (110, 150, 190, 230, 270, 130)] * 5)
+    sf.write(tmp_path / "long.wav", np.stack([x, x], axis=1), 48000)  # 90 s, 33 MB
+    model = SpeakerModel.load(trained)
+
+    def peak(long_seconds: float, max_speech_s: float) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(extract, "LONG_SECONDS", long_seconds)
+        model.max_speech_s = max_speech_s
+        tracemalloc.start()
+        feats = model.features(tmp_path / "long.wav")
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return feats, top
+
+    monkeypatch.setattr(extract, "BLOCK_SECONDS", 9.0)
+    whole, whole_peak = peak(1e9, 1e9)  # what inference did before: the file at once
+    bounded, bounded_peak = peak(10.0, 20.0)
+    assert len(bounded) <= 20 * 100 + 1 < len(whole)  # 20 s of speech, 100 frames a second
+    # The first frames come from the first block: the same speech as the whole-file path.
+    assert np.abs(bounded[:50] - whole[:50]).mean() < 0.5
+    assert bounded_peak < 0.3 * whole_peak, (bounded_peak, whole_peak)
+    emb = model.embed_features([bounded])[0]
+    assert emb.shape == (32,) and abs(np.linalg.norm(emb) - 1) < 1e-4

@@ -10,7 +10,7 @@ import pytest
 
 from cluster.config import load_config
 from learner.checkpoint import CheckpointError, CheckpointManager, resolve
-from learner.learner import Learner, TrainingDiverged
+from learner.learner import ConstantFeatures, Learner, TrainingDiverged
 from workers.producer import BatchProducer
 
 
@@ -201,3 +201,17 @@ def test_a_time_budget_counts_the_time_spent_before_a_resume(batches, tmp_path):
     # The schedule's progress after the resumed step counts the first run's time too.
     progress = float(resumed.train_step.schedule.progress.numpy())
     assert progress >= 0.999 * spent / (60 * timed.learner.max_minutes)  # float32
+
+
+def test_a_batch_of_constant_features_stops_with_a_clear_error(cfg, batches):
+    """Features equal everywhere (a band above the signal, silent audio) leave nothing to
+    learn: the learner stops at once, naming the feature settings, instead of training on."""
+    import dataclasses
+
+    learner = Learner(cfg)
+    flat = dataclasses.replace(batches[0], features=np.full_like(batches[0].features, -100.0))
+    with pytest.raises(ConstantFeatures, match=r"features\.fmin .* features\.fmax"):
+        learner.train_batch(flat)
+    assert learner.step == 0
+    learner.train_batch(batches[0])  # a real batch trains
+    assert learner.step == 1

@@ -13,7 +13,7 @@ from cluster.config import load_config, replace
 from learner.averaging import average_weights
 from learner.checkpoint import CheckpointManager
 from learner.learner import Learner
-from learner.model import WarmupDecay, classification_loss
+from learner.model import WarmupDecay, classification_loss, margin_at
 from learner.scoring.scores import bootstrap_eer, eer
 from workers.producer import BatchProducer
 from workers.rundata import RunData
@@ -41,6 +41,17 @@ def test_aam_loss_on_a_constructed_batch():
     assert float(plain) == pytest.approx(expected(0.0), rel=1e-4)
     assert float(loss) > float(plain)  # the margin makes the target harder
     assert float(acc) == float(plain_acc) == pytest.approx(0.5)  # row 0 right, row 1 wrong
+    # A margin given as a tensor (warming up) gives the same loss as the number.
+    as_tensor, _ = classification_loss(cos, classes, margin_at(10, margin), scale)
+    assert float(as_tensor) == pytest.approx(expected(margin), rel=1e-4)
+    half, _ = classification_loss(cos, classes, margin_at(150, margin, 100, 100), scale)
+    assert float(half) == pytest.approx(expected(margin / 2), rel=1e-4)
+
+
+def test_the_aam_margin_warms_up_linearly_between_its_steps():
+    at = [float(margin_at(s, 0.2, start=100, steps=200)) for s in (0, 100, 150, 200, 300, 900)]
+    assert at == pytest.approx([0.0, 0.0, 0.05, 0.1, 0.2, 0.2])
+    assert float(margin_at(0, 0.2)) == pytest.approx(0.2)  # no warm-up: the margin at once
 
 
 def test_schedule_values_at_chosen_steps():

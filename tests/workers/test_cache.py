@@ -76,3 +76,33 @@ def test_a_cache_that_cannot_be_written_costs_speed_not_the_run(tone_corpus, tmp
         builder.build().validate()
     assert source.computed > 0 and not source.write_cache
     assert caplog.text.count("cannot write the feature cache") == 1
+
+
+def test_other_audio_with_the_same_size_and_a_restored_mtime_is_extracted_again(tmp_path):
+    """``rsync -t`` or ``tar`` can put other audio of the same size under a name with the old
+    mtime: the content check in the manifest and the cache key still tells them apart."""
+    import os
+
+    corpus, store = tmp_path / "c", FeatureStore(tmp_path / "store")
+    for s in range(2):
+        for u in range(2):
+            write_wav(corpus / f"s{s}" / f"u{u}.wav", 1.0, f0=120 + 80 * s)
+    target = corpus / "s0" / "u0.wav"
+    stat = target.stat()
+    cfg = FeatureConfig()
+
+    def features() -> np.ndarray:
+        db = SpeakerDatabase.scan(corpus, cache_dir=str(tmp_path))
+        src = CachedSource(db, LogMelExtractor(cfg), store, write_cache=True)
+        return np.array(
+            src.get(next(i for i, u in enumerate(db.utterances) if u.path == "s0/u0.wav"))
+        )
+
+    before = features()
+    write_wav(target, 1.0, f0=310)  # other audio, the same length: the same size
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    after = features()
+    assert before.shape == after.shape and not np.array_equal(before, after)
+    fresh = LogMelExtractor(cfg)(target, 1.0)
+    np.testing.assert_array_equal(after, fresh)

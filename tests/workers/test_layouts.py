@@ -179,3 +179,22 @@ def test_an_unusable_corpus_says_root_layout_and_skips(tmp_path, segments):
     text = str(err.value)
     assert str(root) in text and "voxceleb layout" in text and "1 usable speaker" in text
     assert "outside_layout: 1" in text and "unsupported: 1" in text
+
+
+def test_manifest_paths_outside_its_folder_are_said_and_a_file_under_two_speakers_once(
+    tmp_path, segments, caplog
+):
+    outside = [link(f, tmp_path / "elsewhere" / f"o{u}.flac") for u, f in enumerate(segments[0])]
+    inside = [link(f, tmp_path / "m" / "in" / f"i{u}.flac") for u, f in enumerate(segments[1])]
+    rows = ["path,speaker"]
+    rows += [f"../elsewhere/{p.name},bob" for p in outside[:2]]  # relative, outside
+    rows += [f"{outside[2]},bob"]  # absolute
+    rows += [f"in/{p.name},carol" for p in inside]
+    rows += [f"in/{inside[0].name},dave", f"./in/{inside[1].name},dave"]  # already carol's
+    rows += [f"in/{inside[2].name},carol"]  # listed twice, same speaker: no clash
+    (tmp_path / "m" / "list.csv").write_text("\n".join(rows) + "\n")
+    db = scan(tmp_path / "m" / "list.csv")
+    assert db.speakers == ["bob", "carol"]
+    assert sorted(db.skipped["duplicate"]) == [f"./in/{inside[1].name}", f"in/{inside[0].name}"]
+    assert "3 listed file(s) lie outside" in caplog.text
+    assert "2 file(s) listed under two speakers" in caplog.text
