@@ -1,34 +1,35 @@
-"""Training recipes side by side on real speech, for the same wall time each.
+"""Training recipes side by side on real speech, for the same steps (or wall time) each.
 
 Each recipe trains with the real driver (``python -m learner``, Ray producers, same model
-size: the demo preset's narrow ResCNN) on the shared speech set for ``--minutes``; then
-the model each run ends with (its last checkpoint, or the average of its last three) is
-scored by this script on the run's held-out speakers (the same speakers and
-the same trials for both), with the EER's 95% interval by bootstrap over speakers.
+size: the demo preset's narrow ResCNN) on the shared speech set for ``--steps`` (or
+``--minutes``); then the model each run ends with (its last checkpoint, or the average of
+its last three) is scored by this script on the run's held-out speakers (the same speakers
+and the same trials for every recipe), with the EER's 95% interval by bootstrap over
+speakers. Held-out speakers are those with several recordings (``data.eval_min_utterances``
+4: in the shared set ``asc_*``, ``vcc_*``, ``arctic_clb``/``slt``, ``fsdd_*``,
+``remy_philippe``); same-speaker trials pair different files.
 
 - constant: the first recipe: triplet loss, constant learning rate, no augmentation;
-- schedule (the default since it measured better): triplet loss, warm-up + cosine decay,
-  the average of the last three checkpoints;
-- aam: schedule + the AAM-softmax classifier (softmax pre-training first, weight decay);
-- augment: constant + augmentation on the producers (noise, reverberation, speed,
-  SpecAugment);
-- new: all of them together;
-- semihard / hard: schedule + in-batch negative mining (FaceNet's semi-hard negatives, or
-  the hardest negative of the batch);
-- speed / specaug: schedule + one augmentation stage alone (speed perturbation, the copies
-  new speakers; or SpecAugment time and frequency masks);
-- cmn: schedule, the model normalising each mel bin's mean only (``model.input_norm``).
+- schedule: triplet loss, warm-up + cosine decay, the average of the last three checkpoints;
+- cmn: schedule, the model normalising each mel bin's mean only (``model.input_norm``): the
+  default until the views recipe;
+- channel: cmn + each view of a pair through its own random microphone and line;
+- views: cmn + every augmentation stage, each view on its own (room, babble or coloured
+  noise, channel, gain, SpecAugment): the default now (the demo preset);
+- views-aam: views + the AAM-softmax classifier (softmax pre-training, weight decay);
+- aam, augment, new, semihard, hard, speed, specaug: the ablations of earlier sessions.
 
-Beside them, the same trials scored by the untrained baseline (``learner.baseline``: mean
-and deviation of 20 MFCCs, cosine), as a floor every trained model should clear.
+Beside them, the same trials scored by the untrained baseline (``learner.scoring.baseline``:
+mean and deviation of 20 MFCCs, cosine), as a floor every trained model should clear.
 
 ``--tune``: choose settings without looking at the held-out speakers. The run's held-out
 speakers (of ``--split-seed``) are left out of the corpus altogether (a folder of links to
 the training speakers only), and each run holds out a validation share of the training
-speakers instead; the figures are on those validation speakers.
+speakers (again with several recordings) instead; the figures are on those.
 
-python bench/recipe.py [--minutes 15] [--data ../shared/data/speech] [--split-seed 0] [--tune]
-                       [--recipes constant,schedule | constant,schedule,aam,augment,new]
+python bench/recipe.py [--steps 1800 | --minutes 15] [--data ../shared/data/speech]
+                       [--split-seed 0] [--tune] [--noise ../shared/data/noise]
+                       [--recipes cmn,views | constant,schedule,cmn,channel,views,views-aam]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E40
 EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --tune)
 EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recordings
 COMMON = [
+    "augment.enabled=false",  # the demo preset augments now: each recipe says what it turns on
     "learner.eval_trials=3000",
     f"data.eval_fraction={EVAL_FRACTION}",
     f"data.eval_min_utterances={EVAL_MIN_UTTERANCES}",

@@ -225,6 +225,36 @@ def test_the_checkpoint_says_how_the_model_normalises_its_input(trained, tmp_pat
     )
 
 
+def test_a_checkpoint_from_before_the_multi_recording_recipe_loads_and_evaluates(
+    trained, speech_subset, tmp_path
+):
+    """A checkpoint whose config has none of the fields this recipe added (the held-out
+    rule, the channel stage, the margin warm-up) loads as it was trained, embeds the same
+    and evaluates; a resumed run would keep its old split (eval_min_utterances 2)."""
+    best = CheckpointManager(trained / "checkpoints").best().path
+    old = shutil.copytree(best, tmp_path / "old" / best.name)
+    state = json.loads((old / "state.json").read_text())
+    cfg = state["config"]
+    for section, key in [
+        ("data", "eval_min_utterances"),
+        ("augment", "channel_prob"),
+        ("learner", "aam_margin_start"),
+        ("learner", "aam_margin_steps"),
+    ]:
+        assert key in cfg[section]
+        del cfg[section][key]
+    (old / "state.json").write_text(json.dumps(state))
+    loaded = SpeakerModel.load(old)
+    assert loaded.cfg.data.eval_min_utterances == 2 and loaded.cfg.augment.channel_prob == 0
+    x = np.random.default_rng(1).normal(-40, 10, size=(2, 100, 64)).astype("float32")
+    np.testing.assert_allclose(
+        loaded.embed_features(list(x)), SpeakerModel.load(best).embed_features(list(x)), atol=1e-6
+    )
+    out = tmp_path / "eval"
+    assert evaluate(old, speech_subset, out) == 0
+    assert 0 <= json.loads((out / "summary.json").read_text())["model"]["eer"] <= 1
+
+
 def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
     from learner.commands.export import main
 
