@@ -1,6 +1,7 @@
 """Inference throughput: utterances embedded per second on one core, 3 s and 10 s utterances,
 end to end (decode, VAD, log-mel, model), for the demo and base models (untrained weights:
-speed does not depend on them).
+speed does not depend on them), with Keras and with ONNX Runtime (the same utterances, one
+run), and each runtime's first-call latency (load the model, embed one utterance).
 
     python bench/inference.py [--n 20]
 """
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["VE_ONNX_THREADS"] = "1"  # one core for ONNX Runtime, as for TensorFlow
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
@@ -43,7 +45,12 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    import onnxruntime as ort
+
+    from learner.commands.export import export
     from learner.commands.speaker_model import SpeakerModel
+
+    ort.set_default_logger_severity(3)
 
     figures: dict = {"bench": "inference", "threads": 1}
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,16 +59,27 @@ def main() -> None:
             for i, seg in enumerate(segments(a.n, seconds=seconds)):
                 sf.write(tmp / f"{seconds}s_{i}.wav", seg, 16000)
         for preset in ("demo", "base"):
-            model = SpeakerModel.load(checkpoint_for(preset, tmp))
-            for seconds in (3, 10):
-                paths = sorted(tmp.glob(f"{seconds}s_*.wav"))
-                model.embed_file(paths[0])  # warm up
+            ckpt = checkpoint_for(preset, tmp)
+            export(SpeakerModel.load(ckpt), tmp / f"{preset}-onnx", ("onnx",))
+            sources = {"keras": ckpt, "onnx": tmp / f"{preset}-onnx"}
+            for runtime, source in sources.items():
                 t0 = time.perf_counter()
-                for path in paths:
-                    model.embed_file(path)
-                rate = len(paths) / (time.perf_counter() - t0)
-                figures[f"{preset}_{seconds}s_utterances_per_s"] = round(rate, 2)
-                figures[f"{preset}_{seconds}s_realtime_factor"] = round(rate * seconds, 1)
+                model = SpeakerModel.load(source, runtime=runtime)
+                model.embed_file(sorted(tmp.glob("3s_*.wav"))[0])
+                figures[f"{preset}_{runtime}_first_call_s"] = round(time.perf_counter() - t0, 3)
+                for seconds in (3, 10):
+                    paths = sorted(tmp.glob(f"{seconds}s_*.wav"))
+                    model.embed_file(paths[0])  # warm up
+                    t0 = time.perf_counter()
+                    for path in paths:
+                        model.embed_file(path)
+                    rate = len(paths) / (time.perf_counter() - t0)
+                    key = f"{preset}_{runtime}_{seconds}s"
+                    figures[f"{key}_utterances_per_s"] = round(rate, 2)
+                    figures[f"{key}_realtime_factor"] = round(rate * seconds, 1)
+            for seconds in (3, 10):
+                k, o = (figures[f"{preset}_{r}_{seconds}s_utterances_per_s"] for r in sources)
+                figures[f"{preset}_{seconds}s_onnx_over_keras"] = round(o / k, 2)
     figures["np"] = np.__version__
     report(figures)
 

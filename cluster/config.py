@@ -207,6 +207,12 @@ class MetricsConfig:
     redis_bind: str = "127.0.0.1"
     stream_maxlen: int = 100_000
     buffer: int = 10_000
+    # The learner's scalars also as TensorBoard events in runs/<id>/tensorboard/ (needs the
+    # tensorboard package): train scalars every tensorboard_every steps, at most
+    # tensorboard_max_mb per run.
+    tensorboard: bool = True
+    tensorboard_every: int = 10
+    tensorboard_max_mb: float = 64.0
 
 
 @dataclass(frozen=True)

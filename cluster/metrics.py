@@ -115,8 +115,13 @@ class MetricsWriter:
         buffer: int = 10_000,
         flush_interval: float = 0.5,
         client: redis.Redis | None = None,
+        tensorboard: Any = None,
     ) -> None:
+        """``tensorboard``: a :class:`cluster.tensorboard.TensorBoardSink` that gets the
+        same train and eval records, written from the background thread."""
         self.url, self.run_id, self.source = url, run_id, source
+        self.tensorboard = tensorboard
+        self._tb: deque[tuple[int, dict[str, float]]] = deque(maxlen=buffer)
         self.maxlen, self.flush_interval = maxlen, flush_interval
         self._client = client
         self._buf: deque[tuple[int, str, dict[str, str]]] = deque()  # (seq, key, fields)
@@ -136,13 +141,21 @@ class MetricsWriter:
 
     @classmethod
     def from_config(
-        cls, cfg, run_id: str, source: str, url: str | None = None
+        cls, cfg, run_id: str, source: str, url: str | None = None, tensorboard_dir: Any = None
     ) -> MetricsWriter | NullMetrics:
-        """A writer to ``url`` (else ``cfg.redis_url``); with neither, one that drops everything."""
+        """A writer to ``url`` (else ``cfg.redis_url``); with neither, one that drops everything.
+        ``tensorboard_dir``: also write TensorBoard events there (``metrics.tensorboard``)."""
         url = url or cfg.redis_url
         if not url:
             return NULL_METRICS
-        return cls(url, run_id, source, cfg.stream_maxlen, cfg.buffer)
+        sink = None
+        if tensorboard_dir is not None and cfg.tensorboard:
+            from cluster.tensorboard import TensorBoardSink
+
+            sink = TensorBoardSink.open(
+                tensorboard_dir, cfg.tensorboard_every, int(cfg.tensorboard_max_mb * 2**20)
+            )
+        return cls(url, run_id, source, cfg.stream_maxlen, cfg.buffer, tensorboard=sink)
 
     # -- producers of metrics (non-blocking) -------------------------------------------------
     def _push(self, key: str, fields: dict[str, Any]) -> None:
@@ -158,10 +171,19 @@ class MetricsWriter:
     def train(self, record: dict[str, Any]) -> None:
         fields = {k: record[k] for k in TRAIN_FIELDS if record.get(k) is not None}
         self._push(train_key(self.run_id), fields)
+        tb = self.tensorboard
+        if tb is not None and record.get("step") is not None and record["step"] % tb.every == 0:
+            from cluster.tensorboard import train_scalars
+
+            self._tb.append((int(record["step"]), train_scalars(record)))
 
     def eval(self, step: int, result: dict[str, Any]) -> None:
         fields = {k: result[k] for k in EVAL_FIELDS if result.get(k) is not None}
         self._push(eval_key(self.run_id), {**fields, "step": step})
+        if self.tensorboard is not None:
+            from cluster.tensorboard import eval_scalars
+
+            self._tb.append((step, eval_scalars(result)))
 
     def producer(self, worker: int, build_s: float, built: int, batches_per_s: float) -> None:
         self._push(
@@ -257,6 +279,28 @@ class MetricsWriter:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             self.flush()
+            self._write_tensorboard()
+
+    def resumed_at(self, step: int) -> None:
+        """A resumed learner starts at ``step``: TensorBoard forgets what came after it."""
+        if self.tensorboard is not None:
+            self._tb.append((step, {}))
+
+    def _write_tensorboard(self) -> None:
+        """Drain the TensorBoard queue (bounded: the oldest go first when it is full)."""
+        if self.tensorboard is None:
+            return
+        try:
+            while self._tb:
+                step, values = self._tb.popleft()
+                if values:
+                    self.tensorboard.scalars(step, values)
+                else:
+                    self.tensorboard.resumed_at(step)
+            self.tensorboard.flush()
+        except OSError as exc:  # a full disk: the run goes on without event files
+            log.warning("TensorBoard events stopped: %s", exc)
+            self.tensorboard = None
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is left (within ``timeout``) and stop the background thread."""
@@ -266,11 +310,17 @@ class MetricsWriter:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2)
+        self._write_tensorboard()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 class NullMetrics:
     """The writer of a process without a metrics store: every call is accepted and dropped,
     so callers never check whether they have a writer."""
+
+    def resumed_at(self, step: int) -> None:
+        pass
 
     def train(self, record: dict[str, Any]) -> None:
         pass

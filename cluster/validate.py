@@ -113,6 +113,8 @@ _RANGES: dict[tuple[str, str], tuple[Any, Any]] = {
     ("learner", "data_timeout"): (0, None),
     ("metrics", "stream_maxlen"): (1, None),
     ("metrics", "buffer"): (1, None),
+    ("metrics", "tensorboard_every"): (1, None),
+    ("metrics", "tensorboard_max_mb"): ((">", 0), None),
 }
 
 

@@ -90,13 +90,16 @@ class LearnerActor:
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.cfg = config_from_dict(config)
-        self.metrics = MetricsWriter.from_config(self.cfg.metrics, run_id, "learner", redis_url)
+        self.metrics = MetricsWriter.from_config(
+            self.cfg.metrics, run_id, "learner", redis_url, Path(run_dir) / "tensorboard"
+        )
         self.stream = BatchStream(
             attach_queue(run_id), self.cfg.learner.prefetch, timeout=self.cfg.learner.data_timeout
         )
         self.learner = build_learner(self.cfg, run_dir, device, self.metrics, self.stream.depth)
         if resume:
             self.learner.restore(resolve(resume))
+            self.metrics.resumed_at(self.learner.step)
         self.run_id = run_id
         self.lock = threading.Lock()
 

@@ -2,12 +2,22 @@
 
 Examples:
     python -m learner.export -c runs/20261124-073721-3f9a -o exported/
+    python -m learner.export -c runs/20261124-073721-3f9a -o exported/ --format onnx
+    python -m learner.verify a.wav b.wav -c exported/          # then: ONNX Runtime, no TensorFlow
 
-Writes OUT/model.keras (Keras 3: ``keras.saving.load_model``), OUT/saved_model/
-(TensorFlow SavedModel with a ``serve`` signature: ``tf.saved_model.load``) and
-OUT/frontend.json, the feature settings the model expects: log-mel in dB from
-16 kHz audio with silence removed (see docs/pipeline.md), shaped
-[batch, frames, n_mels]; the model normalises each segment itself.
+Formats (``--format``, comma-separated; default keras,savedmodel):
+
+- ``keras``: OUT/model.keras (Keras 3: ``keras.saving.load_model``);
+- ``savedmodel``: OUT/saved_model/ (TensorFlow SavedModel, ``serve`` signature:
+  ``tf.saved_model.load``);
+- ``onnx``: OUT/model.onnx (ONNX opset of Keras's tf2onnx export; input ``logmel``
+  [batch, frames, n_mels] with batch and frames dynamic, output the unit embeddings), for
+  ONNX Runtime, TensorRT or OpenVINO. Embeddings equal Keras's within 1e-4 (tested).
+
+Always OUT/frontend.json: the feature settings the model expects (log-mel in dB from
+16 kHz audio with silence removed, see docs/pipeline.md; the model normalises each
+segment itself), the threshold, the weights' fingerprint and the run's config, which
+the inference commands read to run an ONNX model with the same front end.
 """
 
 from __future__ import annotations
@@ -15,17 +25,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from learner.commands.cli import guarded, load_model, parser
 from learner.commands.speaker_model import SpeakerModel
 
+FORMATS = ("keras", "savedmodel", "onnx")
 
-def export(model: SpeakerModel, out: str | Path) -> dict[str, str]:
+
+def export(
+    model: SpeakerModel, out: str | Path, formats: tuple[str, ...] = ("keras", "savedmodel")
+) -> dict[str, str]:
+    if model.runtime != "keras":
+        raise ValueError("export reads a checkpoint (a run or checkpoint folder), not an export")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    keras_path = out / "model.keras"
-    model.model.save(keras_path)
-    saved = out / "saved_model"
-    model.model.export(str(saved), format="tf_saved_model", verbose=False)
+    paths: dict[str, str] = {}
+    if "keras" in formats:
+        paths["keras"] = str(out / "model.keras")
+        model.model.save(paths["keras"])
+    if "savedmodel" in formats:
+        paths["savedmodel"] = str(out / "saved_model")
+        model.model.export(paths["savedmodel"], format="tf_saved_model", verbose=False)
+    if "onnx" in formats:
+        paths["onnx"] = str(out / "model.onnx")
+        # Keras traces a model for ONNX only once it has been called.
+        model.model(np.zeros((1, model.cfg.sampler.frames, model.cfg.features.n_mels), "float32"))
+        model.model.export(paths["onnx"], format="onnx", verbose=False)
     c = model.cfg.features
     (out / "frontend.json").write_text(
         json.dumps(
@@ -44,22 +70,32 @@ def export(model: SpeakerModel, out: str | Path) -> dict[str, str]:
                 "segment_frames": model.cfg.sampler.frames,
                 "feature_spec": c.fingerprint(),
                 "threshold": model.threshold,
-                "checkpoint": str(model.checkpoint.path),
+                "fingerprint": model.fingerprint,
+                "checkpoint": str(model.source),
+                "config": model.cfg.to_dict(),
             },
             indent=1,
         )
     )
-    return {"keras": str(keras_path), "saved_model": str(saved)}
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.export", __doc__)
     p.add_argument("-o", "--out", required=True)
+    p.add_argument(
+        "--format",
+        default="keras,savedmodel",
+        help=f"comma-separated, of {', '.join(FORMATS)} (default keras,savedmodel)",
+    )
     a = p.parse_args(argv)
+    formats = tuple(f.strip() for f in a.format.split(",") if f.strip())
+    if not formats or any(f not in FORMATS for f in formats):
+        p.error(f"--format: comma-separated names of {', '.join(FORMATS)}")
 
     def body() -> int:
-        paths = export(load_model(a), a.out)
-        print(f"wrote {paths['keras']} and {paths['saved_model']}")
+        paths = export(load_model(a), a.out, formats)
+        print(f"wrote {', '.join(paths.values())} and {Path(a.out) / 'frontend.json'}")
         return 0
 
     return guarded(body)

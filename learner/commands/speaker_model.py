@@ -1,6 +1,7 @@
 """Embeddings from a checkpoint, with exactly the feature extraction used in training.
 
     speaker = SpeakerModel.load("runs/20261124-073721-3f9a")     # best checkpoint of a run
+    speaker = SpeakerModel.load("exported/model.onnx")           # ONNX Runtime, no TensorFlow
     a, b = speaker.embed_file("a.wav"), speaker.embed_file("b.wav")
     score = float(a @ b)                                          # cosine: unit vectors
     same = score >= speaker.threshold
@@ -10,13 +11,20 @@ from ``workers``; a whole utterance is embedded as the normalised mean over
 half-overlapping windows of the training segment length. Silence, or less
 than ``min_speech_s`` of speech after VAD, raises ``NoSpeech`` instead of
 producing an embedding: silence must never look like a confident match.
+
+Two runtimes run the network: Keras (a checkpoint) or ONNX Runtime (an ``.onnx`` file
+written by ``python -m learner.export --format onnx``, with its ``frontend.json`` beside
+it, which holds the run's config): the front end is the same NumPy code either way, and
+the ONNX path imports neither TensorFlow nor Keras.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,18 +45,49 @@ MIN_SPEECH_S = 0.5
 MAX_SPEECH_S = 300.0
 
 
+RUNTIMES = ("auto", "keras", "onnx")
+
+
+def onnx_file(path: str | Path) -> Path | None:
+    """The ONNX model ``path`` names: an ``.onnx`` file, or an export folder holding
+    ``model.onnx``; None for anything else (a checkpoint or run folder)."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        return p
+    return p / "model.onnx" if (p / "model.onnx").is_file() else None
+
+
 @dataclass
 class SpeakerModel:
     cfg: RunConfig
-    model: Any  # keras.Model
-    checkpoint: Checkpoint
+    model: Any  # keras.Model, or an onnxruntime.InferenceSession
+    checkpoint: Checkpoint | None  # None for an ONNX model
     threshold: float | None
     min_speech_s: float = MIN_SPEECH_S
     max_speech_s: float = MAX_SPEECH_S
+    runtime: str = "keras"
+    source: Path | None = None  # what was loaded: the checkpoint folder or the .onnx file
+    weights_fingerprint: str = ""  # an ONNX export's, recorded from its checkpoint
 
     @classmethod
-    def load(cls, path: str | Path, max_speech_s: float = MAX_SPEECH_S) -> SpeakerModel:
-        """A checkpoint folder, or a run / checkpoints folder (its best checkpoint)."""
+    def load(
+        cls, path: str | Path, max_speech_s: float = MAX_SPEECH_S, runtime: str = "auto"
+    ) -> SpeakerModel:
+        """A checkpoint folder, a run / checkpoints folder (its best checkpoint), or an ONNX
+        export (``.onnx`` or its folder). ``runtime``: ``auto`` (ONNX Runtime for an ONNX
+        export, Keras otherwise), ``keras`` or ``onnx``."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+        found = onnx_file(path)
+        if runtime == "onnx" and found is None:
+            raise CheckpointError(
+                f"{path} is not an ONNX model: write one with python -m learner.export "
+                "-c RUN -o OUT --format onnx, then give OUT (or OUT/model.onnx)"
+            )
+        if found is not None and runtime != "keras":
+            return cls.load_onnx(found, max_speech_s)
+        if found is not None:
+            raise CheckpointError(f"{path} is an ONNX export: use --runtime onnx (or auto)")
         ckpt = resolve(path)
         state = ckpt.state()
         try:
@@ -64,7 +103,45 @@ class SpeakerModel:
 
         model = build_model(cfg.model, cfg.features.n_mels)
         assign_arrays(model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
-        return cls(cfg, model, ckpt, state.get("threshold"), max_speech_s=max_speech_s)
+        return cls(
+            cfg, model, ckpt, state.get("threshold"), max_speech_s=max_speech_s, source=ckpt.path
+        )
+
+    @classmethod
+    def load_onnx(cls, path: Path, max_speech_s: float = MAX_SPEECH_S) -> SpeakerModel:
+        """An exported ONNX model and the ``frontend.json`` written beside it."""
+        front_file = path.parent / "frontend.json"
+        try:
+            front = json.loads(front_file.read_text())
+            cfg = config_from_dict(front["config"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{front_file}: missing or unreadable ({exc}); an ONNX model needs the "
+                "frontend.json that python -m learner.export writes beside it"
+            ) from None
+        if front.get("feature_spec") != cfg.features.fingerprint():
+            raise CheckpointError(f"{front_file}: its feature spec does not match its config")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # 0: ONNX Runtime's own choice (all cores); VE_ONNX_THREADS=1 pins one core, as
+        # bench/inference.py measures both runtimes.
+        options.intra_op_num_threads = int(os.environ.get("VE_ONNX_THREADS", "0"))
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a bad file
+            raise CheckpointError(f"{path}: not a model ONNX Runtime can load ({exc})") from None
+        return cls(
+            cfg,
+            session,
+            None,
+            front.get("threshold"),
+            max_speech_s=max_speech_s,
+            runtime="onnx",
+            source=path,
+            weights_fingerprint=str(front.get("fingerprint", "")),
+        )
 
     @property
     def spec(self) -> str:
@@ -72,7 +149,10 @@ class SpeakerModel:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the weights: a hash of the checkpoint's weights file."""
+        """Identifies the weights: a hash of the checkpoint's weights file (an ONNX export
+        carries its checkpoint's, so their embeddings mix: parity is tested)."""
+        if self.checkpoint is None:
+            return self.weights_fingerprint
         digest = hashlib.sha1()
         with open(self.checkpoint.path / "weights.npz", "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -106,6 +186,9 @@ class SpeakerModel:
         return LogMel(self.cfg.features)(speech)
 
     def _embed_batch(self, x: np.ndarray) -> np.ndarray:
+        if self.runtime == "onnx":
+            name = self.model.get_inputs()[0].name
+            return np.asarray(self.model.run(None, {name: x.astype(np.float32)})[0], np.float32)
         return np.asarray(self.model(x, training=False), dtype=np.float32)
 
     def embed_features(self, feats: list[np.ndarray]) -> np.ndarray:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold = a.threshold if a.threshold is not None else model.threshold
         if threshold is None:
             print(
-                f"error: {model.checkpoint.path} has no calibrated threshold (it was saved "
+                f"error: {model.source} has no calibrated threshold (it was saved "
                 "before any evaluation); pass --threshold",
                 file=sys.stderr,
             )

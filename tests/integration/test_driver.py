@@ -95,6 +95,13 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
     assert CheckpointManager(run_dir / "checkpoints").latest().step == 9
     steps, _ = train_steps(run_dir)
     assert steps == list(range(1, 10))  # the same series, continued
+    # TensorBoard sees the same run (tensorboard --logdir runs): every 10th step and each
+    # evaluation, across both sessions (smoke evaluates at steps 3, 6, 9).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/eer")][-3:] == [3, 6, 9]
 
 
 def test_a_time_limited_run_ends_with_its_averaged_model_and_says_so(tmp_path):

@@ -484,3 +484,68 @@ def test_a_long_input_is_embedded_in_bounded_memory(trained, tmp_path, monkeypat
     assert bounded_peak < 0.3 * whole_peak, (bounded_peak, whole_peak)
     emb = model.embed_features([bounded])[0]
     assert emb.shape == (32,) and abs(np.linalg.norm(emb) - 1) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory, speech_subset):
+    """An untrained demo-size checkpoint (parity does not depend on training)."""
+    from learner.learner import Learner
+
+    cfg = load_config("demo", [f"data.path={speech_subset}", "augment.enabled=false"])
+    learner = Learner(cfg, tmp_path_factory.mktemp("demo-run"))
+    learner.threshold = 0.5
+    return learner.save("test").path
+
+
+@pytest.fixture(scope="module")
+def lengths(tmp_path_factory, speech_subset) -> dict[str, Path]:
+    """Real speech cut to 1 s and joined to 8 s."""
+    out = tmp_path_factory.mktemp("lengths")
+    speech = np.concatenate([sf.read(f)[0] for f in sorted(speech_subset.glob("*/*.flac"))[:6]])
+    sf.write(out / "1s.wav", speech[:16000], 16000)
+    sf.write(out / "8s.wav", speech[: 8 * 16000], 16000)
+    return {"1s": out / "1s.wav", "8s": out / "8s.wav"}
+
+
+@pytest.mark.parametrize("which", ["smoke", "demo"])
+def test_onnx_runtime_embeddings_equal_keras(which, trained, demo_checkpoint, lengths, tmp_path):
+    from learner.commands.export import main
+
+    ckpt = trained if which == "smoke" else demo_checkpoint
+    out = tmp_path / "onnx"
+    assert main(["-c", str(ckpt), "-o", str(out), "--format", "onnx"]) == 0
+    assert (out / "model.onnx").is_file() and not (out / "model.keras").exists()
+    keras_model = SpeakerModel.load(ckpt)
+    onnx_model = SpeakerModel.load(out)  # auto: an export folder runs on ONNX Runtime
+    assert onnx_model.runtime == "onnx" and onnx_model.fingerprint == keras_model.fingerprint
+    assert onnx_model.threshold == keras_model.threshold
+    for name, path in lengths.items():
+        k, o = keras_model.embed_file(path), onnx_model.embed_file(path)
+        assert np.abs(k - o).max() < 1e-4, (which, name, np.abs(k - o).max())
+    # Dynamic frames: one window of 8 s of features at once, not the training length.
+    feats = keras_model.features(lengths["8s"])[None]
+    want = np.asarray(keras_model.model(feats, training=False))
+    got = onnx_model._embed_batch(feats)
+    assert feats.shape[1] > 700 and np.abs(want - got).max() < 1e-4
+
+
+def test_the_onnx_path_runs_verify_without_tensorflow(trained, lengths, tmp_path):
+    from learner.commands.export import main
+
+    assert main(["-c", str(trained), "-o", str(tmp_path / "onnx"), "--format", "onnx"]) == 0
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = None; sys.modules['keras'] = None  # as if not installed\n"
+        "from learner.commands.verify import main\n"
+        f"code = main([{str(lengths['8s'])!r}, {str(lengths['1s'])!r}, '-c', "
+        f"{str(tmp_path / 'onnx')!r}, '--json'])\n"
+        "assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["threshold"] == pytest.approx(
+        SpeakerModel.load(trained).threshold, abs=1e-4
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 
 import numpy as np
 import pytest
@@ -215,3 +216,48 @@ def test_a_batch_of_constant_features_stops_with_a_clear_error(cfg, batches):
     assert learner.step == 0
     learner.train_batch(batches[0])  # a real batch trains
     assert learner.step == 1
+
+
+@pytest.mark.redis
+def test_tensorboard_events_hold_the_steps_trained_and_the_evaluations(
+    batches, tmp_path, redis_server
+):
+    """The learner's scalars reach TensorBoard event files through the same metrics writer
+    as Redis; TensorBoard's own reader finds the steps the run trained."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cluster.metrics import MetricsWriter
+
+    _, url = redis_server
+    cfg = load_config(
+        "smoke",
+        ["learner.eval_every=0", "learner.checkpoint_every=0", "metrics.tensorboard_every=2"],
+    )
+    writer = MetricsWriter.from_config(cfg.metrics, "tb", "learner", url, tmp_path / "tb")
+    assert writer.tensorboard is not None
+    learner = Learner(cfg, metrics=writer)
+    learner.fit(batches[:6])
+    writer.eval(6, {"eer": 0.25, "eer_low": 0.2, "eer_high": 0.3, "min_dcf_01": 0.9})
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "train/gap", "train/wait_share", "eval/eer"} <= set(tags)
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
+    losses = [r["loss"] for r in learner.recent]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses[1::2], rel=1e-6)
+    assert [(e.step, e.value) for e in events.Scalars("eval/eer")] == [(6, pytest.approx(0.25))]
+
+
+def test_a_run_without_tensorboard_installed_still_trains(batches, tmp_path, monkeypatch, caplog):
+    from cluster.tensorboard import TensorBoardSink
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard now fails
+    monkeypatch.setitem(sys.modules, "tensorboard.compat.proto", None)
+    caplog.set_level("INFO")
+    assert TensorBoardSink.open(tmp_path / "tb") is None
+    assert "tensorboard is not installed" in caplog.text
+    cfg = load_config("smoke", ["learner.eval_every=0", "learner.checkpoint_every=0"])
+    learner = Learner(cfg)
+    learner.fit(batches[:2])
+    assert learner.step == 2
