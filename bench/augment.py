@@ -1,7 +1,7 @@
 """Augmentation cost, measured in one run on real speech (the shared set, else the fixture):
 
 - per 4 s segment (base preset, 400 frames), one core: each stage (speed, reverberation,
-  noise, gain + SpecAugment) and the whole chain, next to the log-mel alone;
+  noise, channel, gain + SpecAugment) and the whole chain, next to the log-mel alone;
 - batches per second (32 triplets x 400 frames) delivered by 1 and by 2 Ray producers with
   augmentation on (speech cache filled first).
 
@@ -25,7 +25,14 @@ from cluster.config import load_config  # noqa: E402
 
 
 def stage_costs(cfg, speech: np.ndarray) -> dict:
-    from workers.augment import Augmenter, add_noise, coloured_noise, reverberate, speed_perturb
+    from workers.augment import (
+        Augmenter,
+        add_noise,
+        coloured_noise,
+        random_channel,
+        reverberate,
+        speed_perturb,
+    )
     from workers.features import LogMel
 
     logmel = LogMel(cfg.features)
@@ -46,6 +53,7 @@ def stage_costs(cfg, speech: np.ndarray) -> dict:
         "reverb": lambda: reverberate(x, rir),
         "noise_coloured": lambda: add_noise(x, coloured_noise(n, rng), 10.0),
         "noise_given": lambda: add_noise(x, noise, 10.0),
+        "channel": lambda: random_channel(x, rng, 16000),
         "spec_mask": lambda: aug.spec_mask(logmel(x), rng),
         "whole_chain": chain,
     }
@@ -71,6 +79,9 @@ def main() -> None:
                 "augment.speed_prob=0.3",
                 "augment.reverb_prob=0.3",
                 "augment.noise_prob=0.5",
+                "augment.channel_prob=0.8",
+                "augment.time_masks=1",
+                "augment.freq_masks=1",
             ],
         )
         from workers.audio import load_audio

@@ -1,5 +1,7 @@
 """Corpus speed: scanning 100,000 files in the VoxCeleb2 layout (AAC .m4a) cold (every
-header read) and warm (manifest cache hit), and ``workers.prepare`` (AAC -> FLAC)
+header read) and warm (manifest cache hit), the share of the warm scan spent on the
+content check (first and last 4 KiB of every file, read on every scan so that other
+audio with a restored mtime is noticed), and ``workers.prepare`` (AAC -> FLAC)
 throughput with 1 and 2 Ray workers, in one run.
 
 python bench/corpus.py [--files 100000] [--prepare-files 300]
@@ -64,6 +66,12 @@ def main() -> None:
         t0 = time.perf_counter()
         SpeakerDatabase.scan(root, cache_dir=str(cache))
         warm = time.perf_counter() - t0
+        from workers.corpus import content_check
+
+        t0 = time.perf_counter()
+        for u in db.utterances:  # the check alone, on the same files
+            content_check(db.root / u.path, u.size)
+        check = time.perf_counter() - t0
         figures = {
             "bench": "corpus",
             "layout": db.layout,
@@ -72,6 +80,8 @@ def main() -> None:
             "hours": round(sum(u.seconds for u in db.utterances) / 3600, 2),
             "cold_scan_s": round(cold, 3),
             "warm_scan_s": round(warm, 3),
+            "content_check_s": round(check, 3),
+            "content_check_share_of_warm_scan": round(check / warm, 3),
             "files_per_s_cold": round(a.files / cold),
             "files_per_s_warm": round(a.files / warm),
         }

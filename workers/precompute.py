@@ -1,6 +1,6 @@
 """Extract every utterance's log-mel features once, in parallel over Ray, into the feature cache
-(or, with ``--waves``, its decoded speech into the waveform cache that producers read when
-they augment audio: ``augment.enabled=true``).
+(or its decoded speech into the waveform cache that producers read when they augment
+audio: with ``--waves``, and by default when the preset augments, as demo and base do).
 
 Resumable (files already done or already rejected are skipped) and safe to
 kill (each entry is written under a temporary name and renamed into place).
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "--waves",
         action="store_true",
         help="fill the speech waveform cache (what producers read with augment.enabled=true) "
-        "instead of the feature cache",
+        "instead of the feature cache; the default when the preset augments (demo, base)",
     )
     p.add_argument("--cache-dir", default="", help="cache root (default ~/.cache/voice-embeddings)")
     p.add_argument("--address", default=None, help="Ray address ('auto' to join a cluster)")
@@ -148,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(db.summary(), file=sys.stderr)
+    waves = a.waves or cfg.augment.enabled  # what this preset's producers will read
     init_ray(a.address, num_cpus=a.cpus)
     t0 = time.time()
-    totals = precompute(db, cfg.features, a.cache_dir, waves=a.waves)
-    store = target_store(db.root, cfg.features, a.cache_dir, a.waves)
+    totals = precompute(db, cfg.features, a.cache_dir, waves=waves)
+    store = target_store(db.root, cfg.features, a.cache_dir, waves)
     print(
-        f"{'speech' if a.waves else 'features'} for {len(db.utterances)} utterances in "
+        f"{'speech' if waves else 'features'} for {len(db.utterances)} utterances in "
         f"{store.root} "
         f"({time.time() - t0:.1f} s): {totals}"
     )
