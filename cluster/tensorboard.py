@@ -75,13 +75,14 @@ class TensorBoardSink:
         self._write(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
     def resumed_at(self, step: int) -> None:
-        """A session start at ``step``: TensorBoard drops the events of earlier files past
-        it (what a killed run wrote after its last checkpoint), as the Redis series is
-        rewound."""
+        """The run goes on after the checkpoint of ``step``: a session start at ``step + 1``,
+        so TensorBoard drops what earlier files hold past the checkpoint (what a killed run
+        wrote after it; TensorBoard purges from the start's step on), as the Redis series
+        is rewound, and keeps the checkpoint's own step."""
         from tensorboard.compat.proto import event_pb2
 
         start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-        self._write(self._event(wall_time=time.time(), step=int(step), session_log=start))
+        self._write(self._event(wall_time=time.time(), step=int(step) + 1, session_log=start))
 
     def flush(self) -> None:
         self._fh.flush()

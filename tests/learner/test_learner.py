@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import queue
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -261,3 +262,28 @@ def test_a_run_without_tensorboard_installed_still_trains(batches, tmp_path, mon
     learner = Learner(cfg)
     learner.fit(batches[:2])
     assert learner.step == 2
+
+
+def test_tensorboard_after_a_resume_keeps_the_checkpoints_step_and_drops_what_came_after(
+    tmp_path,
+):
+    """A killed run wrote steps 6-8 after its checkpoint at 5; the resumed run writes 6-7
+    again. TensorBoard shows 1-7 once: the checkpoint's step kept, the orphans dropped."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cluster.tensorboard import TensorBoardSink
+
+    killed = TensorBoardSink(tmp_path, every=1)
+    for step in range(1, 9):
+        killed.scalars(step, {"train/loss": float(step)})
+    killed.close()
+    time.sleep(0.01)  # event files are read in name order: the resumed one comes second
+    resumed = TensorBoardSink(tmp_path, every=1)
+    resumed.resumed_at(5)
+    for step in (6, 7):
+        resumed.scalars(step, {"train/loss": 10.0 + step})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    got = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert got == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (6, 16.0), (7, 17.0)]
