@@ -30,7 +30,8 @@ def checkpoint_for(preset: str, root: Path) -> Path:
     from cluster.config import load_config
     from learner.learner import Learner
 
-    cfg = load_config(preset, [f"data.path={SHARED_SPEECH}"])
+    # The network alone matters here: no classifier head (base trains one), no augmentation.
+    cfg = load_config(preset, [f"data.path={SHARED_SPEECH}", "learner.loss=triplet"])
     learner = Learner(cfg, root / preset)
     learner.threshold = 0.5
     return learner.save("bench").path

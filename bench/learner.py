@@ -104,6 +104,9 @@ def main() -> None:
             "learner.eval_every=0",
             "learner.checkpoint_every=0",
             "learner.max_steps=1000000",
+            # The triplet step from cached features: base's classifier and augmentation apart.
+            "learner.loss=triplet",
+            "augment.enabled=false",
         ]
         demo = load_config("demo", common)
         base = load_config("base", common)

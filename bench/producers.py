@@ -113,7 +113,12 @@ def main() -> None:
         os.environ["VE_CACHE_DIR"] = cache
         cfg = load_config(
             "base",
-            [f"data.path={SHARED_SPEECH}", f"data.cache_dir={cache}", "producer.queue_size=8"],
+            [
+                f"data.path={SHARED_SPEECH}",
+                f"data.cache_dir={cache}",
+                "producer.queue_size=8",
+                "augment.enabled=false",  # the feature cache path (bench/augment.py: augmented)
+            ],
         )
         t_build = build_time(cfg)
 
@@ -134,7 +139,12 @@ def main() -> None:
         lat16 = latency(cfg, "bench-l16")
         cfg32 = load_config(
             "base",
-            [f"data.path={SHARED_SPEECH}", f"data.cache_dir={cache}", "features.dtype=float32"],
+            [
+                f"data.path={SHARED_SPEECH}",
+                f"data.cache_dir={cache}",
+                "features.dtype=float32",
+                "augment.enabled=false",
+            ],
         )
         build_time(cfg32)  # fill the float32 cache too
         lat32 = latency(cfg32, "bench-l32")

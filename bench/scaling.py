@@ -31,7 +31,12 @@ def main() -> None:
         os.environ["VE_CACHE_DIR"] = cache
         cfg = load_config(
             "base",
-            [f"data.path={SHARED_SPEECH}", f"data.cache_dir={cache}", "producer.queue_size=8"],
+            [
+                f"data.path={SHARED_SPEECH}",
+                f"data.cache_dir={cache}",
+                "producer.queue_size=8",
+                "augment.enabled=false",  # the feature cache path (bench/augment.py: augmented)
+            ],
         )
         fill_cache(cfg)
         import ray
