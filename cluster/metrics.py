@@ -37,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from cluster.tensorboard import TensorBoardSink, eval_scalars, train_scalars
+
 log = logging.getLogger(__name__)
 
 RUNS = "ve:runs"
@@ -121,7 +123,8 @@ class MetricsWriter:
         same train and eval records, written from the background thread."""
         self.url, self.run_id, self.source = url, run_id, source
         self.tensorboard = tensorboard
-        self._tb: deque[tuple[int, dict[str, float]]] = deque(maxlen=buffer)
+        # (step, scalars) to write, or (step, None): the run resumed after that step.
+        self._tb: deque[tuple[int, dict[str, float] | None]] = deque(maxlen=buffer)
         self.maxlen, self.flush_interval = maxlen, flush_interval
         self._client = client
         self._buf: deque[tuple[int, str, dict[str, str]]] = deque()  # (seq, key, fields)
@@ -150,8 +153,6 @@ class MetricsWriter:
             return NULL_METRICS
         sink = None
         if tensorboard_dir is not None and cfg.tensorboard:
-            from cluster.tensorboard import TensorBoardSink
-
             sink = TensorBoardSink.open(
                 tensorboard_dir, cfg.tensorboard_every, int(cfg.tensorboard_max_mb * 2**20)
             )
@@ -173,16 +174,12 @@ class MetricsWriter:
         self._push(train_key(self.run_id), fields)
         tb = self.tensorboard
         if tb is not None and record.get("step") is not None and record["step"] % tb.every == 0:
-            from cluster.tensorboard import train_scalars
-
             self._tb.append((int(record["step"]), train_scalars(record)))
 
     def eval(self, step: int, result: dict[str, Any]) -> None:
         fields = {k: result[k] for k in EVAL_FIELDS if result.get(k) is not None}
         self._push(eval_key(self.run_id), {**fields, "step": step})
         if self.tensorboard is not None:
-            from cluster.tensorboard import eval_scalars
-
             self._tb.append((step, eval_scalars(result)))
 
     def producer(self, worker: int, build_s: float, built: int, batches_per_s: float) -> None:
@@ -284,7 +281,7 @@ class MetricsWriter:
     def resumed_at(self, step: int) -> None:
         """A resumed learner starts at ``step``: TensorBoard forgets what came after it."""
         if self.tensorboard is not None:
-            self._tb.append((step, {}))
+            self._tb.append((step, None))
 
     def _write_tensorboard(self) -> None:
         """Drain the TensorBoard queue (bounded: the oldest go first when it is full)."""
@@ -293,10 +290,10 @@ class MetricsWriter:
         try:
             while self._tb:
                 step, values = self._tb.popleft()
-                if values:
-                    self.tensorboard.scalars(step, values)
-                else:
+                if values is None:
                     self.tensorboard.resumed_at(step)
+                elif values:
+                    self.tensorboard.scalars(step, values)
             self.tensorboard.flush()
         except OSError as exc:  # a full disk: the run goes on without event files
             log.warning("TensorBoard events stopped: %s", exc)

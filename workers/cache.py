@@ -9,7 +9,8 @@ without decoding it again. Every write goes to a temporary name first and is ren
 into place, so a killed writer leaves no half-written entry and a restarted one simply
 carries on.
 
-    source = CachedSource(db, LogMelExtractor(cfg), FeatureStore.of(db.root, extractor))
+    extractor = LogMelExtractor(cfg)
+    source = CachedSource(db, extractor, FeatureStore.of(db.root, extractor))
     feats = source.get(i)       # from memory, else disk, else extracted (and written)
 """
 
@@ -126,7 +127,6 @@ class CachedSource:
         """``guard`` (a producer's :class:`DecodeGuard`) is told which file is being decoded,
         so a file that kills its producer is blamed and, the second time, quarantined."""
         self.db, self.extractor, self.store, self.write_cache = db, extractor, store, write_cache
-        self.cfg = extractor.cfg
         self.guard = guard
         self.memory_bytes = memory_bytes
         self.max_open = max_open

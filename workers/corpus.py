@@ -267,11 +267,11 @@ class SpeakerDatabase:
         """The speakers that can be held out: those with ``min_utterances`` or more (several
         recordings: a speaker cut from one recording into 2-3 pieces would make target
         trials of one session). When fewer than ``2 * min_eval`` speakers qualify (a
-        corpus without such speakers), every speaker with two or more utterances."""
+        corpus without such speakers), every anchor speaker (:meth:`anchor_speakers`)."""
         many = [s for s in self.speakers if len(self.by_speaker[s]) >= min_utterances]
-        if min_utterances > 2 and len(many) < 2 * max(min_eval, 1):
+        if min_utterances > MIN_ANCHOR_UTTERANCES and len(many) < 2 * max(min_eval, 1):
             log.info(
-                "%d speaker(s) have %d+ utterances (need %d): any speaker with 2+ can be held out",
+                "%d speaker(s) have %d+ utterances (need %d): any anchor speaker can be held out",
                 len(many),
                 min_utterances,
                 2 * max(min_eval, 1),

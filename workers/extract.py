@@ -36,7 +36,6 @@ BLOCK_SECONDS = 60.0
 class Extractor(Protocol):
     kind: str  # the cache folder: "features" or "waves"
     spec: str  # a fingerprint of every setting the output depends on
-    cfg: FeatureConfig
 
     def __call__(self, path: Path, seconds: float) -> np.ndarray: ...
 

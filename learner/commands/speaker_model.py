@@ -6,8 +6,8 @@
     score = float(a @ b)                                          # cosine: unit vectors
     same = score >= speaker.threshold
 
-Audio goes through ``load_speech`` (decode, mono, 16 kHz, VAD) and ``LogMel``
-from ``workers``; a whole utterance is embedded as the normalised mean over
+Audio goes through ``speech_parts`` (decode, mono, 16 kHz, VAD; long files in blocks)
+and ``LogMel`` from ``workers``; a whole utterance is embedded as the normalised mean over
 half-overlapping windows of the training segment length. Silence, or less
 than ``min_speech_s`` of speech after VAD, raises ``NoSpeech`` instead of
 producing an embedding: silence must never look like a confident match.
@@ -183,7 +183,12 @@ class SpeakerModel:
                 f"no speech detected (only {len(speech) / self.cfg.features.sample_rate:.2f} s of speech "
                 f"after silence removal, need {self.min_speech_s} s)",
             )
-        return LogMel(self.cfg.features)(speech)
+        return self.logmel(speech)
+
+    @functools.cached_property
+    def logmel(self) -> LogMel:
+        """The front end's log-mel, built once (window and filterbank), not per file."""
+        return LogMel(self.cfg.features)
 
     def _embed_batch(self, x: np.ndarray) -> np.ndarray:
         if self.runtime == "onnx":

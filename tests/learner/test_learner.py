@@ -287,3 +287,24 @@ def test_tensorboard_after_a_resume_keeps_the_checkpoints_step_and_drops_what_ca
     events.Reload()
     got = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert got == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (6, 16.0), (7, 17.0)]
+
+
+@pytest.mark.redis
+def test_an_evaluation_without_scalars_is_not_taken_for_a_resume(tmp_path, redis_server):
+    """The writer's TensorBoard queue tells a resume from an evaluation that carries none
+    of the scalars TensorBoard shows: an empty one was once written as a session start at
+    step 3, and TensorBoard then dropped the steps 3-4 queued before it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cluster.metrics import MetricsWriter
+    from cluster.tensorboard import TensorBoardSink
+
+    _, url = redis_server
+    writer = MetricsWriter(url, "tb-empty", tensorboard=TensorBoardSink(tmp_path, every=1))
+    for step in range(1, 5):
+        writer.train({"step": step, "loss": 0.1 * step})
+    writer.eval(2, {"trials": 10})  # nothing TensorBoard draws
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
