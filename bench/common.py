@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPEECH = ROOT.parent / "shared" / "data" / "speech"
+SHARED_NOISE = ROOT.parent / "shared" / "data" / "noise"
 
 
 def one_core() -> None:

@@ -17,6 +17,8 @@ speakers. Held-out speakers are those with several recordings (``data.eval_min_u
 - views: cmn + every augmentation stage, each view on its own (room, babble or coloured
   noise, channel, gain, SpecAugment): the default now (the demo preset);
 - views-aam: views + the AAM-softmax classifier (softmax pre-training, weight decay);
+- views-wide: views with twice the filters; views-noise: views with the shared set's real
+  noise recordings (``../shared/data/noise``) in the noise stage;
 - aam, augment, new, semihard, hard, speed, specaug: the ablations of earlier sessions.
 
 Beside them, the same trials scored by the untrained baseline (``learner.scoring.baseline``:
@@ -46,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
+from bench.common import ROOT, SHARED_NOISE, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
 
 EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --tune)
 EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recordings
@@ -90,6 +92,15 @@ RECIPES = {
     "channel": [*CMN, *CHANNEL],
     "views": [*CMN, *VIEWS],
     "views-aam": [*CMN, *VIEWS, *AAM],
+    # views with twice the filters (model.width 0.25: about 3x the step time here)
+    "views-wide": [*CMN, *VIEWS, "model.width=0.25"],
+    # views with the shared set's real noise recordings as a third of the noise stage
+    "views-noise": [
+        *CMN,
+        *VIEWS,
+        f"augment.noise_dir={SHARED_NOISE}",
+        "augment.noise_dir_share=0.34",
+    ],
 }
 
 

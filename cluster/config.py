@@ -103,6 +103,7 @@ class AugmentConfig:
     simulated_rooms: int = 40  # made once per config into the cache (pyroomacoustics)
     noise_prob: float = 0.5
     noise_dir: str = ""  # MUSAN noise/music/speech or any audio; empty: babble + coloured
+    noise_dir_share: float = 1.0  # share of noise drawn from noise_dir; the rest babble/coloured
     snr_low: float = 5.0  # dB
     snr_high: float = 20.0
     gain_db: float = 6.0  # half the segments get a gain in +-gain_db
@@ -185,6 +186,11 @@ class LearnerConfig:
     # "best" is chosen on an exponential moving average of the held-out EER (weight of the
     # newest evaluation; 1: the raw value), so one lucky evaluation does not win.
     eval_smoothing: float = 0.5
+    # Score calibration at each evaluation (cosine -> LLR with the shorter input's duration,
+    # learner.scoring.calibration) and, at the end of a run, a cohort of training speakers
+    # for AS-norm stored with its checkpoints (cohort_speakers: 0 for none).
+    calibrate: bool = True
+    cohort_speakers: int = 300
     average_last: int = 0  # at the end, the run's model is the mean of its last N checkpoints
     checkpoint_every: int = 100
     checkpoint_minutes: float = 30.0  # also checkpoint when this much time passed (0: off)

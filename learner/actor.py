@@ -19,7 +19,7 @@ from cluster.queue import BatchStream, DataTimeout, attach_queue
 from cluster.ray_session import NAMESPACE
 from cluster.registry import attach_registry
 from learner.checkpoint import resolve
-from learner.heldout import HeldOutEval
+from learner.heldout import Cohort, HeldOutEval
 from learner.learner import Learner
 from learner.train_step import resolve_device, use_mixed_precision
 from workers.rundata import RunData
@@ -54,6 +54,17 @@ def build_learner(
             cfg.learner.eval_trials,
             seed=cfg.learner.seed,
             bootstrap=cfg.learner.eval_bootstrap,
+            hop_s=cfg.features.hop_ms / 1000,
+        )
+    cohort = None
+    if cfg.learner.cohort_speakers and data.train:
+        train_db = data.db.subset(data.train)
+        cohort = Cohort(
+            train_db,
+            data.source(cfg.features, train_db, memory_bytes=0),
+            cfg.sampler.frames,
+            cfg.learner.cohort_speakers,
+            seed=cfg.learner.seed,
         )
     mixed = use_mixed_precision(cfg.learner, device)
     log.info(
@@ -71,6 +82,7 @@ def build_learner(
         mixed,
         queue_depth=queue_depth,
         classes=data.classes(speed_copies(cfg)),
+        cohort=cohort,
     )
 
 
@@ -128,9 +140,10 @@ class LearnerActor:
             return self.learner.evaluate()
 
     def finish(self) -> dict[str, Any] | None:
-        """The end-of-run model (``learner.average_last``) for a run ended before max_steps."""
+        """The end of a run ended before max_steps: the end-of-run model
+        (``learner.average_last``), calibrations and the AS-norm cohort."""
         with self.lock:
-            return self.learner.average()
+            return self.learner.finish()
 
     def save(self, reason: str = "exit") -> str | None:
         with self.lock:

@@ -5,7 +5,10 @@ A checkpoint is a folder ``checkpoints/ckpt-<step:08d>/`` holding
 - ``weights.npz``: every model variable, keyed by its Keras path;
 - ``optimizer.npz``: every optimizer variable, keyed by its path;
 - ``state.json``: format version, step, config, feature spec, producer sampler
-  states, evaluation results, EER threshold.
+  states, evaluation results, EER threshold, the score calibration of its evaluation;
+- ``calibration.json`` and ``cohort.npz`` (the checkpoints a run ends with, or after
+  ``python -m learner.calibrate``): the score calibrations (``cosine``, ``asnorm``) and
+  a cohort of training-speaker embeddings for AS-norm. Each is replaced atomically.
 
 It is written into ``.tmp-*`` beside it, each file fsynced, then renamed into
 place in one ``os.rename``: a process killed at any moment leaves either the
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.files import atomic_write_text, fsync_dir
+from cluster.files import atomic_write, atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,44 @@ class Checkpoint:
                 return {k: data[k] for k in data.files}
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{self.path}: unreadable {name}.npz ({exc})") from None
+
+    def calibrations(self) -> dict[str, dict[str, Any]]:
+        """The score calibrations by kind: ``calibration.json`` if written (end of run,
+        ``learner.calibrate``), else the one of the checkpoint's own evaluation; {} for a
+        checkpoint from before calibration."""
+        path = self.path / "calibration.json"
+        if path.is_file():
+            try:
+                found = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{path}: unreadable ({exc})") from None
+            if not isinstance(found, dict):
+                raise CheckpointError(f"{path}: not a calibration file")
+            return found
+        return dict(self.state().get("calibration") or {})
+
+    def cohort(self) -> np.ndarray | None:
+        """The AS-norm cohort (``[speakers, D]`` unit vectors), None if none was stored."""
+        if not (self.path / "cohort.npz").is_file():
+            return None
+        return self.arrays("cohort")["embeddings"].astype(np.float32)
+
+    def write_extras(
+        self,
+        calibrations: dict[str, dict[str, Any]] | None = None,
+        cohort: np.ndarray | None = None,
+    ) -> None:
+        """Add or replace ``calibration.json`` / ``cohort.npz``, each atomically."""
+        if cohort is not None:
+            atomic_write(
+                self.path / "cohort.npz",
+                lambda fh: np.savez(fh, embeddings=np.asarray(cohort, np.float32)),
+            )
+        if calibrations is not None:
+            atomic_write_text(
+                self.path / "calibration.json",
+                json.dumps(calibrations, indent=1, default=_json_default),
+            )
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

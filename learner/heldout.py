@@ -1,8 +1,11 @@
 """Held-out evaluation during training: the held-out speakers' features, a fixed trial list,
-and the EER and minDCF of the current model on them.
+and the EER and minDCF of the current model on them; with ``calibrate``, also the score
+calibration fitted on the same trials with test sides cut to 2 s and 1 s (the duration
+measure needs short inputs), its Cllr and actual DCF.
 
     evaluator = HeldOutEval(held_db, held_source, frames=160, n_trials=2000)
     result = evaluator(learner.embed)      # EvalResult
+    result, calibrations = evaluator.evaluate(learner.embed, calibrate=True, cohort=None)
 """
 
 from __future__ import annotations
@@ -12,7 +15,21 @@ import logging
 
 import numpy as np
 
-from learner.scoring.scores import EvalResult, bootstrap_eer, score_trials, summarize
+from learner.scoring.calibration import (
+    CUTS,
+    Calibration,
+    calibration_report,
+    fit_calibration,
+    log_duration,
+    with_cuts,
+)
+from learner.scoring.scores import (
+    EvalResult,
+    as_norm,
+    bootstrap_eer,
+    score_trials,
+    summarize,
+)
 from learner.scoring.trials import generate_trials
 from learner.scoring.windows import Embedder, embed_features
 from workers.audio import AudioError
@@ -33,9 +50,11 @@ class HeldOutEval:
         n_trials: int = 2000,
         seed: int = 0,
         bootstrap: int = 200,
+        hop_s: float = 0.01,
     ) -> None:
-        """``bootstrap``: resamples of the speakers for the EER's interval (0: none)."""
-        self.bootstrap, self.seed = bootstrap, seed
+        """``bootstrap``: resamples of the speakers for the EER's interval (0: none);
+        ``hop_s``: seconds per feature frame (durations for the calibration)."""
+        self.bootstrap, self.seed, self.hop_s = bootstrap, seed, hop_s
         feats, keep = [], []
         for i in range(len(db.utterances)):
             try:
@@ -53,6 +72,51 @@ class HeldOutEval:
     def __call__(self, embed: Embedder) -> EvalResult:
         return self.score(embed_features(self.features, embed, self.frames))
 
+    def evaluate(
+        self,
+        embed: Embedder,
+        calibrate: bool = True,
+        cohort: np.ndarray | None = None,
+        threshold: float | None = None,
+        fitted_on: str = "",
+    ) -> tuple[EvalResult, dict[str, Calibration]]:
+        """The evaluation (EER etc. on full-length trials, as :meth:`__call__`) and, with
+        ``calibrate``, the calibrations fitted on the trials with their test sides cut
+        (``cosine``, and ``asnorm`` with a ``cohort`` of unit vectors); the result then
+        carries the calibration's report (Cllr cross-fitted over speakers, minCllr, actual
+        DCF, false-accept and miss rates at ``threshold``)."""
+        emb = embed_features(self.features, embed, self.frames)
+        result = self.score(emb)
+        if not calibrate:
+            return result, {}
+        scores, labels, q, trials, emb_all = self.cut_trials(embed, emb)
+        groups = np.array([self.db.utterances[i].speaker for _, i, _ in self.trials])
+        report = calibration_report(scores, labels, q, groups, threshold)
+        where = fitted_on or f"{len(self.db.speakers)} held-out speakers"
+        cals = {"cosine": fit_calibration(scores, labels, q, kind="cosine", fitted_on=where)}
+        if cohort is not None and len(cohort):
+            normed = as_norm(scores, emb_all, trials, cohort)
+            cals["asnorm"] = fit_calibration(normed, labels, q, kind="asnorm", fitted_on=where)
+            full = trials[:, 2] < len(self.features)  # the full-length trials
+            as_full = summarize(normed[full], labels[full])
+            report.update(asnorm_eer=as_full.eer, asnorm_min_dcf_01=as_full.min_dcf_01)
+        result = dataclasses.replace(result, **report)
+        return result, cals
+
+    def cut_trials(self, embed: Embedder, emb: np.ndarray):
+        """The trials with test sides at full length, 2 s and 1 s in turn: ``(scores,
+        labels, quality, trials over the stacked embeddings, stacked embeddings)``."""
+        frames = [len(f) for f in self.features]
+        versions, seconds = [emb], [np.array(frames) * self.hop_s]
+        for cut in CUTS:
+            n = max(1, round(cut / self.hop_s))
+            versions.append(embed_features([f[:n] for f in self.features], embed, self.frames))
+            seconds.append(np.minimum(frames, n) * self.hop_s)
+        emb_all, secs = np.concatenate(versions), np.concatenate(seconds)
+        trials = with_cuts(self.trials, len(self.features))
+        scores, labels = score_trials(emb_all, trials)
+        return scores, labels, log_duration(secs[trials[:, 1]], secs[trials[:, 2]]), trials, emb_all
+
     def score(self, emb: np.ndarray) -> EvalResult:
         """The trials scored with one embedding per utterance of ``self.db`` (any system's)."""
         scores, labels = score_trials(emb, self.trials)
@@ -62,3 +126,47 @@ class HeldOutEval:
             low, high = bootstrap_eer(scores, labels, enrol, self.bootstrap, self.seed)
             result = dataclasses.replace(result, eer_low=low, eer_high=high)
         return result
+
+
+class Cohort:
+    """Training speakers for score normalisation (AS-norm): up to ``speakers`` of them
+    (seeded), each the unit mean of up to ``per_speaker`` utterances' embeddings. The
+    features are read on first use (a run's end), not at start."""
+
+    def __init__(
+        self,
+        db: SpeakerDatabase,
+        source: CachedSource,
+        frames: int,
+        speakers: int = 300,
+        per_speaker: int = 3,
+        seed: int = 0,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        names = [db.speakers[k] for k in sorted(rng.permutation(len(db.speakers))[:speakers])]
+        self.groups = [db.by_speaker[s][:per_speaker] for s in names]
+        self.source, self.frames = source, frames
+        self._features: list[list[np.ndarray]] | None = None
+
+    def features(self) -> list[list[np.ndarray]]:
+        if self._features is None:
+            out = []
+            for group in self.groups:
+                feats = []
+                for i in group:
+                    try:
+                        feats.append(np.asarray(self.source.get(i), dtype=np.float32))
+                    except AudioError as exc:
+                        log.warning("cohort skips %s", exc)
+                if feats:
+                    out.append(feats)
+            self._features = out
+        return self._features
+
+    def __call__(self, embed: Embedder) -> np.ndarray:
+        """``[speakers, D]`` unit vectors."""
+        means = []
+        for feats in self.features():
+            e = embed_features(feats, embed, self.frames).mean(axis=0)
+            means.append(e / max(np.linalg.norm(e), 1e-12))
+        return np.stack(means).astype(np.float32) if means else np.zeros((0, 0), np.float32)

@@ -33,7 +33,7 @@ from learner.checkpoint import (
     assign_arrays,
     variables_to_arrays,
 )
-from learner.heldout import HeldOutEval
+from learner.heldout import Cohort, HeldOutEval
 from learner.train_step import TrainStep, configure
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,13 @@ class Learner:
         mixed: bool = False,
         queue_depth: Any = None,
         classes: np.ndarray | None = None,
+        cohort: Cohort | None = None,
     ) -> None:
         """``classes``: batch label -> training-speaker class (``RunData.classes``), for the
-        losses with a classifier."""
+        losses with a classifier; ``cohort``: training speakers for the AS-norm cohort
+        stored with the checkpoints a run ends with."""
         configure(device, mixed)
-        self.cfg, self.evaluator, self.metrics = cfg, evaluator, metrics
+        self.cfg, self.evaluator, self.metrics, self.cohort = cfg, evaluator, metrics, cohort
         self.device, self.mixed = device, mixed
         self.queue_depth = queue_depth  # callable -> int, or None
         self.train_step = TrainStep(cfg, mixed, classes)
@@ -106,6 +108,8 @@ class Learner:
         self.averaged: dict[str, Any] | None = None  # the end-of-run average, once made
         self.saved_at = time.time()  # last checkpoint (or start), for learner.checkpoint_minutes
         self.threshold: float | None = None
+        self.calibration: dict[str, Any] = {}  # the best evaluation's, by kind
+        self.finished = False
         self.last_eval: dict[str, float] = {}
         self.sampler_states: dict[str, str] = {}
         self.diverged = False
@@ -143,8 +147,40 @@ class Learner:
             elif lc.checkpoint_minutes and time.time() - self.saved_at > 60 * lc.checkpoint_minutes:
                 self.save("timed")  # slow steps (base on a CPU): never hours of work at risk
         if self.step >= lc.max_steps:
-            self.average()
+            self.finish()
         return self.summary()
+
+    def finish(self) -> dict[str, Any] | None:
+        """The end of a run: the averaged model (:meth:`average`), then the checkpoints a
+        user loads (the best and the average) get their calibrations, AS-norm included,
+        and the cohort (``calibration.json``, ``cohort.npz``). Returns the average."""
+        averaged = self.average()
+        if self.finished or self.checkpoints is None or self.evaluator is None or self.diverged:
+            return averaged
+        self.finished = True
+        if not self.cfg.learner.calibrate:
+            return averaged
+        targets = [self.checkpoints.best()]
+        if averaged is not None:
+            targets.append(Checkpoint(Path(averaged["path"])))
+        current = variables_to_arrays(self.model.variables)
+        try:
+            for ckpt in [c for c in targets if c is not None]:
+                assign_arrays(self.model.variables, ckpt.arrays("weights"), f"{ckpt.path}")
+                cohort = self.cohort(self.embed) if self.cohort is not None else None
+                _, cals = self.evaluator.evaluate(
+                    self.embed, True, cohort, ckpt.state().get("threshold")
+                )
+                ckpt.write_extras({k: c.as_dict() for k, c in cals.items()}, cohort)
+                log.info(
+                    "calibrated %s: %s%s",
+                    ckpt.path.name,
+                    ", ".join(f"{k} Cllr {c.report['cllr']:.3f}" for k, c in cals.items()),
+                    f"; cohort of {len(cohort)} speakers" if cohort is not None else "",
+                )
+        finally:
+            assign_arrays(self.model.variables, current, "current weights")
+        return averaged
 
     def average(self) -> dict[str, Any] | None:
         """The end-of-run model, made once when ``learner.average_last`` asks for one: the
@@ -167,6 +203,7 @@ class Learner:
         result = self.evaluator(self.embed).as_dict() if self.evaluator else {}
         assign_arrays(self.model.variables, current, "current weights")
         extra = {"averaged_eval": result, **({"threshold": result["threshold"]} if result else {})}
+        extra["calibration"] = {}  # the newest checkpoint's is not this model's (finish fits)
         ckpt, _ = write_average(self.checkpoints.dir.parent, len(used), extra)
         self.averaged = {"path": str(ckpt.path), "from": [c.step for c in used], **result}
         if result:
@@ -237,7 +274,8 @@ class Learner:
         if self.evaluator is None:
             return {}
         t0 = time.perf_counter()
-        result = self.evaluator(self.embed).as_dict()
+        evaluation, cals = self.evaluator.evaluate(self.embed, self.cfg.learner.calibrate)
+        result = evaluation.as_dict()
         result["eval_s"] = time.perf_counter() - t0
         # "Best" on an exponential moving average: one lucky evaluation does not win.
         alpha = self.cfg.learner.eval_smoothing
@@ -251,6 +289,7 @@ class Learner:
         is_best = self.smoothed < self.best_eer
         if is_best:
             self.best_eer, self.threshold = self.smoothed, result["threshold"]
+            self.calibration = {k: c.as_dict() for k, c in cals.items()}
         interval = (
             f" [95% CI {100 * result['eer_low']:.2f}-{100 * result['eer_high']:.2f}]"
             if "eer_low" in result
@@ -284,6 +323,7 @@ class Learner:
             "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
             "eer_smoothed": self.smoothed,
             "threshold": self.threshold,
+            "calibration": self.calibration,
             "last_eval": self.last_eval,
             "totals": self.totals,
         }
@@ -337,6 +377,7 @@ class Learner:
         self.best_eer = state["best_eer"] if state.get("best_eer") is not None else math.inf
         self.smoothed = state.get("eer_smoothed")
         self.threshold = state.get("threshold")
+        self.calibration = dict(state.get("calibration") or {})
         self.last_eval = state.get("last_eval") or {}
         self.sampler_states = dict(state.get("sampler_states") or {})
         # Time spent before the resume: a learner.max_minutes schedule goes on from there.

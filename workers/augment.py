@@ -198,7 +198,9 @@ class Augmenter:
         return 0
 
     def _noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        if self.noise is not None:
+        if self.noise is not None and (
+            self.cfg.noise_dir_share >= 1 or rng.random() < self.cfg.noise_dir_share
+        ):
             clip = self.noise.get(int(rng.integers(len(self.noise))))
             if clip is not None and len(clip) > n:
                 start = int(rng.integers(len(clip) - n + 1))

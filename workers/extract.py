@@ -26,8 +26,9 @@ from typing import Protocol
 import numpy as np
 
 from cluster.config import FeatureConfig
-from workers.audio import NoSpeech, TooShort, audio_blocks, load_speech, remove_silence
+from workers.audio import NoSpeech, TooShort, audio_blocks, load_audio, remove_silence
 from workers.features import LogMel
+from workers.quality import QualityMeter
 
 LONG_SECONDS = 600.0  # files longer than this are decoded block by block
 BLOCK_SECONDS = 60.0
@@ -40,15 +41,22 @@ class Extractor(Protocol):
     def __call__(self, path: Path, seconds: float) -> np.ndarray: ...
 
 
-def speech_parts(path: Path, seconds: float, cfg: FeatureConfig) -> Iterator[np.ndarray]:
+def speech_parts(
+    path: Path, seconds: float, cfg: FeatureConfig, meter: QualityMeter | None = None
+) -> Iterator[np.ndarray]:
     """The speech of a file: one part for a file up to ``LONG_SECONDS``; for a longer one,
     block by block (VAD relative to each block's loudest frame: a quiet hour still counts).
-    ``NoSpeech`` when no part has any."""
-    if seconds <= LONG_SECONDS:
-        yield load_speech(path, cfg)
-        return
+    ``NoSpeech`` when no part has any. ``meter``: fed each raw block before silence
+    removal (``workers.quality``), for the input's quality."""
+    blocks = (
+        [load_audio(path, cfg.sample_rate)]
+        if seconds <= LONG_SECONDS
+        else audio_blocks(path, cfg.sample_rate, BLOCK_SECONDS)
+    )
     found = False
-    for block in audio_blocks(path, cfg.sample_rate, BLOCK_SECONDS):
+    for block in blocks:
+        if meter is not None:
+            meter.add(block)
         try:
             speech = remove_silence(
                 block,
@@ -60,6 +68,8 @@ def speech_parts(path: Path, seconds: float, cfg: FeatureConfig) -> Iterator[np.
                 path=path,
             )
         except NoSpeech:
+            if seconds <= LONG_SECONDS:
+                raise
             continue
         found = True
         yield speech

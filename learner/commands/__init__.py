@@ -1,4 +1,4 @@
-"""The user commands: verify, embed, enroll, identify, evaluate, export, average.
+"""The user commands: verify, embed, enroll, identify, evaluate, calibrate, export, average.
 
 Each is ``python -m learner.<command>`` (a thin module in :mod:`learner` that runs the
 ``main`` here), shares :mod:`learner.commands.cli` (the --checkpoint argument, one-line

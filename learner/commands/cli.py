@@ -13,11 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from learner.checkpoint import CheckpointError  # noqa: E402
 from learner.commands.speaker_model import MAX_SPEECH_S, RUNTIMES, SpeakerModel  # noqa: E402
 from workers.audio import AudioError  # noqa: E402
+from workers.quality import QualityLimits  # noqa: E402
 
 EXIT_ERROR = 2
 
 
-def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+def parser(prog: str, doc: str | None, quality: bool = True) -> argparse.ArgumentParser:
+    """The shared arguments; ``quality``: also the speech minimums (commands that embed)."""
     p = argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -43,14 +45,49 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
         "python -m learner.export --format onnx folder; no TensorFlow needed), Keras for "
         "a checkpoint (auto: by what --checkpoint names)",
     )
+    if quality:
+        add_limits(p)
     return p
+
+
+def add_limits(p: argparse.ArgumentParser) -> None:
+    limits = QualityLimits()
+    q = p.add_argument_group(
+        "what counts as speech (an input below a minimum is refused with exit code 2)"
+    )
+    q.add_argument(
+        "--min-speech",
+        type=float,
+        default=limits.min_speech_s,
+        metavar="SECONDS",
+        help=f"seconds of speech after silence removal (default {limits.min_speech_s:g})",
+    )
+    q.add_argument(
+        "--min-snr",
+        type=float,
+        default=limits.min_snr_db,
+        metavar="DB",
+        help="estimated signal-to-noise ratio: loud frames over the noise floor "
+        f"(default {limits.min_snr_db:g}; 0 turns the check off)",
+    )
+    q.add_argument(
+        "--min-dynamics",
+        type=float,
+        default=limits.min_dynamics_db,
+        metavar="DB",
+        help="how much the spectrum changes over 50 ms: speech moves, steady noise, tones "
+        f"and music do not (default {limits.min_dynamics_db:g}; 0 turns the check off)",
+    )
 
 
 def load_model(a: argparse.Namespace) -> SpeakerModel:
     """The model a command's ``--checkpoint``, ``--max-speech`` and ``--runtime`` name."""
     if not a.max_speech > 0:
         raise ValueError(f"--max-speech must be positive, got {a.max_speech}")
-    return SpeakerModel.load(a.checkpoint, max_speech_s=a.max_speech, runtime=a.runtime)
+    model = SpeakerModel.load(a.checkpoint, max_speech_s=a.max_speech, runtime=a.runtime)
+    if hasattr(a, "min_speech"):
+        model.limits = QualityLimits(a.min_speech, a.min_snr, a.min_dynamics)
+    return model
 
 
 def guarded(body: Callable[[], int]) -> int:

@@ -8,9 +8,11 @@ Each embedding is keyed by an utterance id: a file's path below the folder given
 without its extension (``id10270/x6uYqmx31kE/00001``, the names VoxCeleb trial
 lists use), or a file given by itself, its path as given without the extension.
 Writes OUT/embeddings.npy ([N, D] float32 unit vectors), OUT/index.tsv (a header
-with the model fingerprint, then row, utterance id, path, seconds of speech) and
+with the model fingerprint, then row, utterance id, path, seconds of speech and the
+input's quality: SNR estimate, clipped share, spectral dynamics) and
 the same vectors as a Kaldi archive, OUT/embeddings.ark + .scp (see
-learner/vectors.py). Files that cannot be embedded (unreadable, no speech) are
+learner/scoring/embedding_files.py). Files that cannot be embedded (unreadable, no speech,
+noise or music below the --min-* limits) are
 listed in OUT/skipped.tsv with the reason; the exit code is 2 only when nothing
 could be embedded. ``python -m learner.evaluate --embeddings OUT`` scores them.
 """
@@ -27,21 +29,21 @@ from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
 from learner.commands.speaker_model import SpeakerModel, expand_inputs
 from learner.scoring.embedding_files import colliding_ids, write_embeddings
 from workers.audio import AudioError
+from workers.quality import Quality
 
 
 def embed_paths(
     model: SpeakerModel, paths: list[Path], progress: bool = True
-) -> tuple[np.ndarray, list[tuple[Path, float]], list[tuple[Path, str]]]:
+) -> tuple[np.ndarray, list[tuple[Path, Quality]], list[tuple[Path, str]]]:
     rows, kept, skipped = [], [], []
-    hop = model.cfg.features.hop_ms / 1000
     for path in tqdm(paths, unit="file", desc="embedding", disable=not progress):
         try:
-            feats = model.features(path)
+            vector, quality = model.embed(path)
         except AudioError as exc:
             skipped.append((path, str(exc)))
             continue
-        rows.append(model.embed_features([feats])[0])
-        kept.append((path, round(len(feats) * hop, 2)))
+        rows.append(vector)
+        kept.append((path, quality))
     emb = np.stack(rows) if rows else np.zeros((0, model.cfg.model.embedding_dim), np.float32)
     return emb, kept, skipped
 
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             emb,
             model.fingerprint,
             [str(p) for p, _ in kept],
-            [s for _, s in kept],
+            [round(q.speech_s, 2) for _, q in kept],
+            [q.as_dict() for _, q in kept],
         )
         (out / "skipped.tsv").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
         print(

@@ -5,6 +5,7 @@ Examples:
     python -m learner.evaluate --embeddings emb/ --trials veri_test2.txt -o eval/
     python -m learner.evaluate --data ../shared/data/speech -c runs/x -o eval/ --n-trials 5000
     python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm COHORT_DIR
+    python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm   # the stored cohort
     python -m learner.evaluate --data DIR -o eval/ --baseline mfcc     # no checkpoint needed
 
 Trials come from a list or are generated from the corpus (all target pairs up to
@@ -19,6 +20,12 @@ Writes OUT/summary.json, OUT/det.png, OUT/scores.png and OUT/scores.txt
 ``--baseline mfcc`` the same trials are also scored with a classical baseline
 (mean and standard deviation of 20 MFCCs, cosine), so every report shows how far
 the trained model is above the simplest thing that works.
+
+With a calibrated checkpoint the report also says how far its decisions can be trusted:
+Cllr and minCllr (bits; their difference is what calibration loses), the actual DCF
+of its Bayes decisions next to the minimum DCF at --p-target, and the false-accept
+and miss rates at the stored cosine threshold and at the calibrated EER point (which
+accounts for each trial's duration).
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import numpy as np
 
 from learner.commands.cli import EXIT_ERROR, guarded
 from learner.scoring.baseline import mfcc_embedding
+from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
-from learner.scoring.scores import as_norm, error_rates, score_trials, summarize
+from learner.scoring.scores import as_norm, error_rates, min_dcf, score_trials, summarize
 from learner.scoring.trials import Names, TrialList, generate_trials, read_trials
 from learner.scoring.windows import embed_files
 from workers.corpus import SpeakerDatabase
@@ -99,10 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-trials", type=int, default=5000, help="trials to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", choices=["mfcc"], help="also score the classical baseline")
-    p.add_argument("--asnorm", metavar="COHORT_DIR", help="AS-Norm with this cohort's files")
+    p.add_argument(
+        "--asnorm",
+        nargs="?",
+        const="",
+        metavar="COHORT_DIR",
+        help="AS-Norm: with this cohort's files, or (no folder) the checkpoint's stored cohort",
+    )
+    p.add_argument(
+        "--p-target",
+        type=float,
+        default=0.01,
+        help="target prior of the actual and minimum DCF in the calibration report",
+    )
     a = p.parse_args(argv)
     if a.embeddings:
-        if a.baseline or a.asnorm:
+        if a.baseline or a.asnorm is not None:
             p.error("--baseline and --asnorm need audio: give --data, not --embeddings")
         if not a.trials:
             p.error("--embeddings needs --trials (saved vectors carry no speaker labels)")
@@ -141,6 +161,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"minDCF(0.05) {r['min_dcf_05']:.3f}  threshold {r['threshold']:.3f}  "
                 f"({r['trials']} trials, {r['targets']} target)"
             )
+            c = r.get("calibration")
+            if c:
+                print(
+                    f"  calibration: Cllr {c['cllr']:.3f} (min {c['min_cllr']:.3f}), actDCF"
+                    f"({c['p_target']:g}) {c['act_dcf']:.3f} vs minDCF {c['min_dcf']:.3f}; at "
+                    f"the calibrated EER point FA {100 * c['fa_at_eer_point']:.1f}%, miss "
+                    f"{100 * c['miss_at_eer_point']:.1f}%"
+                    + (
+                        f"; at the stored threshold FA {100 * c['fa_at_threshold']:.1f}%, "
+                        f"miss {100 * c['miss_at_threshold']:.1f}%"
+                        if "fa_at_threshold" in c
+                        else ""
+                    )
+                )
         print(f"wrote {out}/summary.json, scores.txt, det.png, scores.png")
         return 0 if results else EXIT_ERROR
 
@@ -204,8 +238,15 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
     names: dict[str, list[tuple[str, str]]] = {}
     systems = ([("model", None)] if model else []) + ([("mfcc", "mfcc")] if a.baseline else [])
     paths = [db.abspath(i) for i in range(len(db.utterances))]
+    seconds: dict[str, float] = {}
+
+    def embed_model(path) -> np.ndarray:
+        vector, quality = model.embed(path)
+        seconds[str(path)] = quality.speech_s
+        return vector
+
     for name, kind in systems:
-        embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else model.embed_file
+        embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else embed_model
         emb, ok = embed_files(paths, embed_file, used)
         keep = [k for k, t in enumerate(trials) if ok[t[1]] and ok[t[2]]]
         if not keep:
@@ -215,18 +256,69 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
             )
         kept = [trials[k] for k in keep]
         scores, labels = score_trials(emb, kept)
-        if kind is None and a.asnorm:
-            from learner.commands.speaker_model import expand_inputs
-
-            cohort_files = expand_inputs([a.asnorm])
-            cohort = np.stack([model.embed_file(f) for f in cohort_files])
+        if kind is None and a.asnorm is not None:
+            cohort = stored_or_folder_cohort(model, a.asnorm)
             scores = as_norm(scores, emb, kept, cohort)
-            summary["asnorm_cohort"] = len(cohort_files)
+            summary["asnorm_cohort"] = len(cohort)
         results[name] = (scores, labels)
         names[name] = [trial_names[k] for k in keep]
         summary[name] = summarize(scores, labels).as_dict()
         summary[name]["skipped_trials"] = len(trials) - len(kept)
+        cal = model.calibration(a.asnorm is not None) if kind is None else None
+        if cal is not None:
+            secs = np.array([seconds.get(str(p), 0.0) for p in paths])
+            t = np.asarray(kept)
+            q = log_duration(secs[t[:, 1]], secs[t[:, 2]])
+            summary[name]["calibration"] = calibration_summary(
+                cal,
+                scores,
+                labels,
+                q,
+                a.p_target,
+                None if a.asnorm is not None else model.threshold,
+            )
     return results, summary, names
+
+
+def stored_or_folder_cohort(model, folder: str) -> np.ndarray:
+    """The cohort for AS-norm: embeddings of ``folder``'s files, or (``""``) the
+    checkpoint's stored cohort of training speakers."""
+    if not folder:
+        if model.cohort is None:
+            raise ValueError(
+                f"{model.source} stores no cohort: give --asnorm COHORT_DIR, or run python -m "
+                "learner.calibrate on it"
+            )
+        return model.cohort
+    from learner.commands.speaker_model import expand_inputs
+
+    files = expand_inputs([folder])
+    emb, ok = embed_files(files, model.embed_file, range(len(files)))  # refused: skipped
+    if not ok.any():
+        raise ValueError(f"--asnorm {folder}: none of its {len(files)} file(s) could be embedded")
+    return emb[ok]
+
+
+def calibration_summary(cal, scores, labels, q, p_target: float, threshold) -> dict:
+    """How far the checkpoint's calibrated decisions can be trusted on these trials."""
+    llr = cal.llr(scores, q)
+    eer_point = np.array([cal.threshold("eer", 0.0, x) for x in q])
+    accept = scores >= eer_point
+    y = np.asarray(labels).astype(bool)
+    out = {
+        "kind": cal.kind,
+        "fitted_on": cal.fitted_on,
+        "p_target": p_target,
+        "cllr": cllr(llr, y),
+        "min_cllr": min_cllr(scores, y),
+        "act_dcf": act_dcf(llr, y, p_target),
+        "min_dcf": min_dcf(scores, y, p_target)[0],
+        "fa_at_eer_point": float(np.mean(accept[~y])),
+        "miss_at_eer_point": float(np.mean(~accept[y])),
+    }
+    if threshold is not None:
+        out["fa_at_threshold"], out["miss_at_threshold"] = rates_at(scores, y, threshold)
+    return out
 
 
 if __name__ == "__main__":

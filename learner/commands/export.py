@@ -53,6 +53,8 @@ def export(
         model.model(np.zeros((1, model.cfg.sampler.frames, model.cfg.features.n_mels), "float32"))
         model.model.export(paths["onnx"], format="onnx", verbose=False)
     c = model.cfg.features
+    if model.cohort is not None:  # AS-norm with the export, as with the checkpoint
+        np.save(out / "cohort.npy", model.cohort)
     (out / "frontend.json").write_text(
         json.dumps(
             {
@@ -70,6 +72,7 @@ def export(
                 "segment_frames": model.cfg.sampler.frames,
                 "feature_spec": c.fingerprint(),
                 "threshold": model.threshold,
+                "calibration": {k: v.as_dict() for k, v in model.calibrations.items()},
                 "fingerprint": model.fingerprint,
                 "checkpoint": str(model.source),
                 "config": model.cfg.to_dict(),
@@ -81,7 +84,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m learner.export", __doc__)
+    p = parser("python -m learner.export", __doc__, quality=False)
     p.add_argument("-o", "--out", required=True)
     p.add_argument(
         "--format",

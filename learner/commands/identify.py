@@ -2,9 +2,14 @@
 
 Examples:
     python -m learner.identify unknown.wav -c runs/x --store team.json --top 3
+    python -m learner.identify unknown.wav -c runs/x --store team.json --far 0.01 --json
 
-Prints the top-k enrolled speakers with their cosine scores, and whether the
-best one passes the checkpoint's verification threshold.
+Prints the top-k enrolled speakers with their scores, and whether the best one is
+accepted at the operating point (as learner.verify: the EER point by default, --far,
+--prior or --threshold; --asnorm against the checkpoint's cohort), with its LLR and
+the probability of the same speaker. The duration measure is the recording's seconds
+of speech (the enrolled profiles are taken as long). A recording that is not speech is
+refused (exit 2). Exit code 0 otherwise, accepted or not.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import sys
 import numpy as np
 
 from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
+from learner.commands.verify import add_operating_point, decide
+from learner.scoring.calibration import MAX_SECONDS, log_duration
 from learner.scoring.profiles import ProfileStore
 
 
@@ -23,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recording")
     p.add_argument("--store", required=True, help="profile store written by learner.enroll")
     p.add_argument("--top", type=int, default=3, help="how many speakers to list (1 or more)")
+    add_operating_point(p)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if a.top < 1:
@@ -36,22 +44,54 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERROR
         store.check_model(model.spec, model.fingerprint)
         names, profiles = store.matrix()
-        scores = profiles @ model.embed_file(a.recording)
+        probe, quality = model.embed(a.recording)
+        scores = profiles @ probe
+        if a.asnorm:
+            scores = model.normalised(scores, probe, profiles)
         order = np.argsort(-scores)[: a.top]
         ranked = [{"speaker": names[i], "score": round(float(scores[i]), 4)} for i in order]
-        accepted = model.threshold is not None and ranked[0]["score"] >= model.threshold
+        q = float(log_duration(quality.speech_s, MAX_SECONDS))
+        undecidable = (  # saved before any evaluation, and nothing given: rank only
+            model.threshold is None
+            and model.calibration(a.asnorm) is None
+            and (a.threshold, a.far, a.prior) == (None, None, None)
+            and not a.asnorm
+        )
+        best = None if undecidable else decide(model, float(scores[order[0]]), q, a)
+        if best is None and a.json:
+            print(json.dumps({"ranking": ranked, "accepted": None, "quality": quality.as_dict()}))
+            return 0
+        if best is None:
+            for rank, r in enumerate(ranked, 1):
+                print(f"{rank}. {r['speaker']}\t{r['score']:.3f}")
+            print("no decision: the checkpoint has no threshold yet (pass --threshold)")
+            return 0
         if a.json:
             print(
-                json.dumps({"ranking": ranked, "threshold": model.threshold, "accepted": accepted})
+                json.dumps(
+                    {
+                        "ranking": ranked,
+                        "accepted": bool(best["same_speaker"]),
+                        "threshold": round(float(best["threshold"]), 4),
+                        "decision": best,
+                        "quality": quality.as_dict(),
+                    }
+                )
             )
         else:
             for rank, r in enumerate(ranked, 1):
                 print(f"{rank}. {r['speaker']}\t{r['score']:.3f}")
-            if model.threshold is not None:
-                print(
-                    f"best match {'passes' if accepted else 'is below'} the threshold "
-                    f"{model.threshold:.3f}"
-                )
+            extra = (
+                f" (LLR {best['llr']:+.2f}, P(same speaker) {best['p_same']:.3f} at prior "
+                f"{best['at_prior']:g})"
+                if "llr" in best
+                else ""
+            )
+            print(
+                f"best match {'is accepted' if best['same_speaker'] else 'is rejected'}: "
+                f"score {ranked[0]['score']:.3f}, threshold {best['threshold']:.3f}{extra}; "
+                f"decided by {best['rule_text']}"
+            )
         return 0
 
     return guarded(body)

@@ -8,9 +8,10 @@
 
 Audio goes through ``speech_parts`` (decode, mono, 16 kHz, VAD; long files in blocks)
 and ``LogMel`` from ``workers``; a whole utterance is embedded as the normalised mean over
-half-overlapping windows of the training segment length. Silence, or less
-than ``min_speech_s`` of speech after VAD, raises ``NoSpeech`` instead of
-producing an embedding: silence must never look like a confident match.
+half-overlapping windows of the training segment length. Silence, noise, a tone or
+music, or less than ``limits.min_speech_s`` of speech after VAD, raises ``NotSpeech``
+(``workers.quality``) instead of producing an embedding: what is not speech must never
+look like a confident match.
 
 Two runtimes run the network: Keras (a checkpoint) or ONNX Runtime (an ``.onnx`` file
 written by ``python -m learner.export --format onnx``, with its ``frontend.json`` beside
@@ -20,6 +21,7 @@ the ONNX path imports neither TensorFlow nor Keras.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -33,13 +35,15 @@ import numpy as np
 
 from cluster.config import RunConfig, config_from_dict
 from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
+from learner.scoring.calibration import Calibration
+from learner.scoring.scores import as_norm
 from learner.scoring.windows import embed_features
-from workers.audio import AUDIO_EXTENSIONS, AudioError, NoSpeech, audio_info
+from workers.audio import AUDIO_EXTENSIONS, AudioError, audio_info
 from workers.extract import speech_parts
 from workers.features import LogMel
+from workers.quality import Quality, QualityLimits, QualityMeter
 
 log = logging.getLogger(__name__)
-MIN_SPEECH_S = 0.5
 # Speech embedded per input, at most: a long recording is read block by block and stops
 # here, so memory is bounded whatever the input's length (--max-speech).
 MAX_SPEECH_S = 300.0
@@ -63,11 +67,13 @@ class SpeakerModel:
     model: Any  # keras.Model, or an onnxruntime.InferenceSession
     checkpoint: Checkpoint | None  # None for an ONNX model
     threshold: float | None
-    min_speech_s: float = MIN_SPEECH_S
+    limits: QualityLimits = QualityLimits()
     max_speech_s: float = MAX_SPEECH_S
     runtime: str = "keras"
     source: Path | None = None  # what was loaded: the checkpoint folder or the .onnx file
     weights_fingerprint: str = ""  # an ONNX export's, recorded from its checkpoint
+    calibrations: dict[str, Calibration] = dataclasses.field(default_factory=dict)
+    cohort: np.ndarray | None = None  # training-speaker embeddings for AS-norm
 
     @classmethod
     def load(
@@ -104,7 +110,14 @@ class SpeakerModel:
         model = build_model(cfg.model, cfg.features.n_mels)
         assign_arrays(model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
         return cls(
-            cfg, model, ckpt, state.get("threshold"), max_speech_s=max_speech_s, source=ckpt.path
+            cfg,
+            model,
+            ckpt,
+            state.get("threshold"),
+            max_speech_s=max_speech_s,
+            source=ckpt.path,
+            calibrations=read_calibrations(ckpt.calibrations(), ckpt.path),
+            cohort=ckpt.cohort(),
         )
 
     @classmethod
@@ -141,6 +154,8 @@ class SpeakerModel:
             runtime="onnx",
             source=path,
             weights_fingerprint=str(front.get("fingerprint", "")),
+            calibrations=read_calibrations(front.get("calibration") or {}, front_file),
+            cohort=read_cohort(path.parent / "cohort.npy"),
         )
 
     @property
@@ -160,30 +175,33 @@ class SpeakerModel:
         return digest.hexdigest()[:16]
 
     def features(self, path: str | Path) -> np.ndarray:
+        return self.analyse(path)[0]
+
+    def analyse(self, path: str | Path) -> tuple[np.ndarray, Quality]:
         """``[frames, n_mels]`` log-mel of the speech in ``path`` (its first
-        ``max_speech_s`` seconds of speech); AudioError on bad input. A long file is decoded
-        block by block (``workers.extract.speech_parts``) and reading stops at the budget."""
+        ``max_speech_s`` seconds of speech) and the input's quality; AudioError on bad
+        input, ``NotSpeech`` when the quality is below ``limits`` (silence, noise, a tone,
+        music, too little speech). A long file is decoded block by block
+        (``workers.extract.speech_parts``) and reading stops at the budget."""
         path = Path(path)
         try:
             frames, rate = audio_info(path)  # the header only
             seconds = frames / rate
         except AudioError:
             seconds = 0.0  # decoded at once below, where the decoder says what is wrong
-        budget = int(self.max_speech_s * self.cfg.features.sample_rate)
+        f = self.cfg.features
+        meter = QualityMeter(f.sample_rate, f.win_length, f.hop_length, f.vad_db, f.vad_floor_db)
+        budget = int(self.max_speech_s * f.sample_rate)
         parts, have = [], 0
-        for part in speech_parts(path, seconds, self.cfg.features):
+        for part in speech_parts(path, seconds, f, meter):
             parts.append(part[: budget - have])
             have += len(parts[-1])
             if have >= budget:
                 break  # the rest of the file is never decoded
         speech = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(speech) < self.min_speech_s * self.cfg.features.sample_rate:
-            raise NoSpeech(
-                path,
-                f"no speech detected (only {len(speech) / self.cfg.features.sample_rate:.2f} s of speech "
-                f"after silence removal, need {self.min_speech_s} s)",
-            )
-        return self.logmel(speech)
+        quality = meter.result(len(speech) / f.sample_rate)
+        self.limits.check(quality, path)
+        return self.logmel(speech), quality
 
     @functools.cached_property
     def logmel(self) -> LogMel:
@@ -200,10 +218,43 @@ class SpeakerModel:
         return embed_features(feats, self._embed_batch, self.cfg.sampler.frames)
 
     def embed_file(self, path: str | Path) -> np.ndarray:
-        return self.embed_features([self.features(path)])[0]
+        return self.embed(path)[0]
+
+    def embed(self, path: str | Path) -> tuple[np.ndarray, Quality]:
+        """The unit-norm embedding of ``path`` and the input's quality."""
+        feats, quality = self.analyse(path)
+        return self.embed_features([feats])[0], quality
 
     def score(self, a: str | Path, b: str | Path) -> float:
         return float(self.embed_file(a) @ self.embed_file(b))
+
+    def calibration(self, asnorm: bool = False) -> Calibration | None:
+        return self.calibrations.get("asnorm" if asnorm else "cosine")
+
+    def normalised(self, scores: np.ndarray, probe: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """AS-norm of ``scores`` (``refs @ probe``) against the stored cohort."""
+        if self.cohort is None or not len(self.cohort):
+            raise ValueError(
+                f"{self.source} stores no AS-norm cohort (a checkpoint from before cohorts, or "
+                "from a run that did not finish): run python -m learner.calibrate on it, or "
+                "leave out --asnorm"
+            )
+        emb = np.vstack([probe[None], refs])
+        trials = [(0, 0, k + 1) for k in range(len(refs))]
+        return as_norm(np.asarray(scores, np.float64), emb, trials, self.cohort)
+
+
+def read_calibrations(found: dict, where: Path) -> dict[str, Calibration]:
+    try:
+        return {k: Calibration.from_dict(v) for k, v in found.items() if v}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{where}: unreadable calibration ({exc})") from None
+
+
+def read_cohort(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    return np.load(path, allow_pickle=False).astype(np.float32)
 
 
 def expand_inputs(items: list[str]) -> list[Path]:

@@ -4,8 +4,10 @@ A folder written by :func:`write_embeddings` holds
 
 - ``embeddings.npy``: ``[N, D]`` float32 unit vectors, one row per utterance;
 - ``index.tsv``: a header line ``# voice-embeddings model=<fingerprint> dim=<D>``, a column
-  line, then ``row  utt  path  seconds`` per row (ids hold no whitespace; tab, newline,
-  carriage return and backslash in a path are escaped: :func:`tsv_field`);
+  line, then ``row  utt  path  seconds  snr_db  clipping  dynamics_db`` per row: seconds of
+  speech and the input's quality (``workers.quality``; folders written before the quality
+  columns have the first four only and still read). Ids hold no whitespace; tab, newline,
+  carriage return and backslash in a path are escaped (:func:`tsv_field`);
 - ``embeddings.ark`` / ``embeddings.scp``: the same vectors as a Kaldi archive (kaldiio),
   for Kaldi, WeSpeaker and SpeechBrain back ends (PLDA, score normalisation).
 
@@ -23,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 HEADER = "# voice-embeddings"
-COLUMNS = "row\tutt\tpath\tseconds"
+QUALITY_COLUMNS = ("snr_db", "clipping", "dynamics_db")
+COLUMNS = "\t".join(["row", "utt", "path", "seconds", *QUALITY_COLUMNS])
+OLD_COLUMNS = "row\tutt\tpath\tseconds"  # before the quality columns
 
 
 class EmbeddingsError(ValueError):
@@ -62,7 +66,9 @@ def write_embeddings(
     fingerprint: str,
     paths: list[str] | None = None,
     seconds: list[float] | None = None,
+    quality: list[dict[str, float]] | None = None,
 ) -> None:
+    """``quality``: per row, the ``QUALITY_COLUMNS`` (``Quality.as_dict()``); empty if None."""
     import kaldiio
 
     out.mkdir(parents=True, exist_ok=True)
@@ -73,10 +79,11 @@ def write_embeddings(
     np.save(out / "embeddings.npy", emb)
     paths = paths or [""] * len(keys)
     seconds = seconds or [0.0] * len(keys)
+    quality = quality or [{}] * len(keys)
     lines = [f"{HEADER} model={fingerprint} dim={emb.shape[1] if emb.ndim == 2 else 0}", COLUMNS]
     lines += [
-        f"{i}\t{k}\t{tsv_field(p)}\t{s}"
-        for i, (k, p, s) in enumerate(zip(keys, paths, seconds, strict=True))
+        "\t".join([str(i), k, tsv_field(p), str(s), *(str(q.get(c, "")) for c in QUALITY_COLUMNS)])
+        for i, (k, p, s, q) in enumerate(zip(keys, paths, seconds, quality, strict=True))
     ]
     (out / "index.tsv").write_text("\n".join(lines) + "\n")
     with kaldiio.WriteHelper(f"ark,scp:{out / 'embeddings.ark'},{out / 'embeddings.scp'}") as w:
@@ -107,7 +114,7 @@ def read_embeddings(where: str | Path) -> tuple[list[str], np.ndarray, str]:
 def _read_folder(folder: Path) -> tuple[list[str], np.ndarray, str]:
     # "\n" only: other line breaks (\x1c, \u2028, ...) may stand in a path, never in a key.
     lines = (folder / "index.tsv").read_text().split("\n")
-    if not lines or not lines[0].startswith(HEADER) or lines[1:2] != [COLUMNS]:
+    if not lines or not lines[0].startswith(HEADER) or lines[1] not in (COLUMNS, OLD_COLUMNS):
         raise EmbeddingsError(f"{folder}/index.tsv: not written by python -m learner.embed")
     meta = dict(f.split("=", 1) for f in lines[0][len(HEADER) :].split() if "=" in f)
     keys = [line.split("\t")[1] for line in lines[2:] if line]

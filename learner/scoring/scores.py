@@ -66,6 +66,16 @@ class EvalResult:
     targets: int
     eer_low: float | None = None  # 95% interval of the EER, bootstrap over speakers
     eer_high: float | None = None
+    # Calibration (learner.scoring.calibration.calibration_report), when computed: on the
+    # trials with test sides cut to 2 s and 1 s in turn.
+    cllr: float | None = None
+    min_cllr: float | None = None
+    act_dcf_01: float | None = None
+    min_dcf_01_cut: float | None = None
+    fa_at_threshold: float | None = None
+    miss_at_threshold: float | None = None
+    asnorm_eer: float | None = None
+    asnorm_min_dcf_01: float | None = None
 
     def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import shutil
@@ -188,7 +189,7 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     # AS-Norm with a cohort of other speakers' recordings changes the scores, not the trials.
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    for f in files(speech_subset, "libri_103", 3) + files(speech_subset, "libri_1034", 3):
+    for f in files(speech_subset, "libri_103", 3) + files(speech_subset, "libri_1069", 3):
         (cohort / Path(f).name).symlink_to(f)
     normed = tmp_path / "eval-asnorm"
     assert evaluate(trained, speech_subset, normed, "--asnorm", str(cohort)) == 0
@@ -357,7 +358,7 @@ def test_trial_lists_embeddings_by_utterance_id_and_scoring_saved_vectors(
     from learner.commands.embed_recordings import main as embed
 
     vox = tmp_path / "VoxCeleb1" / "wav"
-    speakers = ["libri_103", "libri_1034", "libri_1040"]
+    speakers = ["libri_103", "libri_1069", "libri_1040"]
     for s, name in enumerate(speakers):
         for u, f in enumerate(files(speech_subset, name, 3)):
             link = vox / f"id1{s:04d}" / f"video{u % 2}" / f"{u + 1:05d}.flac"
@@ -461,10 +462,13 @@ def test_a_long_input_is_embedded_in_bounded_memory(trained, tmp_path, monkeypat
     from learner.commands.speaker_model import SpeakerModel
     from tests.fakes import voice
     from workers import extract
+    from workers.quality import QualityLimits
 
     x = np.concatenate([voice(3.0, 48000, f0) for f0 in (110, 150, 190, 230, 270, 130)] * 5)
     sf.write(tmp_path / "long.wav", np.stack([x, x], axis=1), 48000)  # 90 s, 33 MB
     model = SpeakerModel.load(trained)
+    # The synthetic voice is a steady tone, which the speech check refuses: memory is the point.
+    model.limits = QualityLimits(min_snr_db=0, min_dynamics_db=0)
 
     def peak(long_seconds: float, max_speech_s: float) -> tuple[np.ndarray, int]:
         monkeypatch.setattr(extract, "LONG_SECONDS", long_seconds)
@@ -546,6 +550,151 @@ def test_the_onnx_path_runs_verify_without_tensorflow(trained, lengths, tmp_path
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode in (0, 1), done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["threshold"] == pytest.approx(
-        SpeakerModel.load(trained).threshold, abs=1e-4
+    onnx = json.loads(done.stdout.strip().splitlines()[-1])
+    # The same calibrated decision as the checkpoint itself (the export carries it).
+    keras = run_cli(
+        "learner.verify", str(lengths["8s"]), str(lengths["1s"]), "-c", str(trained), "--json"
     )
+    keras = json.loads(keras.stdout)
+    assert onnx["rule"] == keras["rule"] == "eer" and "llr" in onnx
+    assert onnx["threshold"] == pytest.approx(keras["threshold"], abs=1e-3)
+    assert onnx["llr"] == pytest.approx(keras["llr"], abs=1e-2)
+    assert onnx["same_speaker"] == keras["same_speaker"]
+
+
+def non_speech(tmp_path: Path) -> dict[str, Path]:
+    """Files that are not speech: steady noise (the shared set's recordings when beside us,
+    else brown noise), a tone and a run of musical notes."""
+    rng = np.random.default_rng(0)
+    sr, n = 16000, 3 * 16000
+    t = np.arange(n) / sr
+    out = {}
+    shared = ROOT.parent / "shared" / "data" / "noise" / "washing_machine.flac"
+    if shared.is_file():
+        noise, rate = sf.read(shared, frames=4 * 16000, dtype="float32")
+        sf.write(tmp_path / "washing.wav", noise, rate)
+        out["washing"] = tmp_path / "washing.wav"
+    brown = np.cumsum(rng.standard_normal(n))
+    brown = brown - np.convolve(brown, np.ones(400) / 400, mode="same")
+    sf.write(tmp_path / "brown.wav", (0.3 * brown / np.abs(brown).max()).astype("float32"), sr)
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype("float32"), sr)
+    notes = np.zeros(n)
+    for k, start in enumerate(range(0, n, 6000)):
+        f, seg = 220 * 2 ** (k % 7 / 12), np.arange(min(6000, n - start)) / sr
+        notes[start : start + len(seg)] = np.exp(-3 * seg) * sum(
+            0.5**h * np.sin(2 * np.pi * f * (h + 1) * seg) for h in range(5)
+        )
+    sf.write(tmp_path / "notes.wav", (0.3 * notes / np.abs(notes).max()).astype("float32"), sr)
+    out.update(
+        brown=tmp_path / "brown.wav", tone=tmp_path / "tone.wav", notes=tmp_path / "notes.wav"
+    )
+    return out
+
+
+def test_what_is_not_speech_is_refused_by_every_command(trained, speech_subset, tmp_path, capsys):
+    from learner.commands.embed_recordings import main as embed
+    from learner.commands.enroll import main as enroll
+    from learner.commands.identify import main as identify
+    from learner.commands.verify import main as verify
+
+    good = files(speech_subset, "libri_1081", 2)
+    assert enroll(["alice", good[0], "-c", str(trained), "--store", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    for name, path in non_speech(tmp_path).items():
+        p = str(path)
+        assert verify([good[1], p, "-c", str(trained)]) == 2, name
+        assert "refused as speech" in capsys.readouterr().err, name
+        assert identify([p, "-c", str(trained), "--store", str(tmp_path / "s.json")]) == 2, name
+        assert "refused as speech" in capsys.readouterr().err, name
+        assert enroll(["bob", p, "-c", str(trained), "--store", str(tmp_path / "s.json")]) == 2
+        assert "refused as speech" in capsys.readouterr().err, name
+        assert embed([p, "-c", str(trained), "-o", str(tmp_path / f"e-{name}")]) == 2, name
+        assert "refused as speech" in (tmp_path / f"e-{name}" / "skipped.tsv").read_text()
+        # The limits are the user's: with the checks off the same file is embedded.
+        off = ["--min-snr", "0", "--min-dynamics", "0"]
+        assert embed([p, "-c", str(trained), "-o", str(tmp_path / f"o-{name}"), *off]) == 0, name
+    # Speech passes, and index.tsv carries each file's quality.
+    assert embed([*good, "-c", str(trained), "-o", str(tmp_path / "speech")]) == 0
+    rows = (tmp_path / "speech" / "index.tsv").read_text().splitlines()
+    assert rows[1].split("\t") == [
+        "row",
+        "utt",
+        "path",
+        "seconds",
+        "snr_db",
+        "clipping",
+        "dynamics_db",
+    ]
+    for row in rows[2:]:
+        cells = row.split("\t")
+        assert float(cells[3]) > 0.5 and float(cells[4]) > 1.5 and float(cells[6]) > 2.8
+
+
+def test_calibrated_decisions_at_the_chosen_operating_point(trained, speech_subset):
+    from learner.checkpoint import resolve
+
+    ckpt = resolve(trained)
+    # The run's end wrote the calibrations and the cohort into the checkpoint users load.
+    cals = ckpt.calibrations()
+    assert set(cals) == {"cosine", "asnorm"} and ckpt.cohort().shape[1] == 32
+    from workers.rundata import RunData
+
+    run_cfg = SpeakerModel.load(trained).cfg
+    assert len(ckpt.cohort()) == len(RunData.open(run_cfg.data, run_cfg.synthetic).train)
+    a, b = files(speech_subset, "libri_1081")
+    rules = {(): "eer", ("--far", "0.01"): "far=0.01", ("--prior", "0.05"): "prior=0.05"}
+    for extra, rule in rules.items():
+        for asnorm in ((), ("--asnorm",)):
+            out = run_cli("learner.verify", a, b, "-c", str(trained), "--json", *extra, *asnorm)
+            r = json.loads(out.stdout)
+            assert r["rule"] == rule and r["score_kind"] == ("asnorm" if asnorm else "cosine")
+            assert out.returncode == (0 if r["same_speaker"] else 1)
+            assert r["same_speaker"] == (r["margin"] >= 0)
+            prior = 0.05 if rule.startswith("prior") else 0.5
+            assert r["at_prior"] == prior
+            assert r["p_same"] == pytest.approx(
+                1 / (1 + math.exp(-(r["llr"] + math.log(prior / (1 - prior))))), abs=2e-3
+            )
+    # --far 0.001 asks for fewer false accepts than --far 0.2: a higher threshold.
+    hi = json.loads(
+        run_cli("learner.verify", a, b, "-c", str(trained), "--json", "--far", "0.001").stdout
+    )
+    lo = json.loads(
+        run_cli("learner.verify", a, b, "-c", str(trained), "--json", "--far", "0.2").stdout
+    )
+    assert hi["threshold"] > lo["threshold"]
+
+
+def test_a_checkpoint_from_before_calibration_verifies_as_before(
+    trained, speech_subset, tmp_path, capsys
+):
+    from learner.checkpoint import resolve
+    from learner.commands.calibrate import main as calibrate
+    from learner.commands.verify import main as verify
+
+    old = tmp_path / "ckpt-00000040"
+    shutil.copytree(resolve(trained).path, old)
+    for extra in ("calibration.json", "cohort.npz"):
+        (old / extra).unlink()
+    state = json.loads((old / "state.json").read_text())
+    state.pop("calibration")
+    (old / "state.json").write_text(json.dumps(state))
+    model = SpeakerModel.load(old)
+    assert model.calibrations == {} and model.cohort is None
+    a, c = files(speech_subset, "libri_1081", 1)[0], files(speech_subset, "libri_2182", 1)[0]
+    out = run_cli("learner.verify", a, c, "-c", str(old), "--json")
+    r = json.loads(out.stdout)
+    # As before: the cosine against the stored threshold, no LLR.
+    assert "llr" not in r and r["threshold"] == pytest.approx(model.threshold, abs=1e-4)
+    assert r["same_speaker"] == (model.score(a, c) >= model.threshold)
+    assert out.returncode == (0 if r["same_speaker"] else 1)
+    assert verify([a, c, "-c", str(old), "--far", "0.01"]) == 2
+    assert "learner.calibrate" in capsys.readouterr().err
+    # Calibrating it on labelled recordings makes --far work.
+    assert calibrate(["--data", str(speech_subset), "-c", str(old), "--n-trials", "400"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cosine"]["cllr_before"] is None and report["cosine"]["cllr_after"] > 0
+    assert (
+        json.loads((old / "calibration.json").read_text())["cosine"]["trials"] == report["trials"]
+    )
+    assert verify([a, c, "-c", str(old), "--far", "0.01"]) in (0, 1)

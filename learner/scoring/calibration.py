@@ -1,0 +1,306 @@
+"""Calibrated scores: cosine -> log-likelihood ratio, with the shorter input's duration as a
+quality measure, and the decisions made on them. NumPy and scikit-learn only.
+
+A cosine is not a probability, and short inputs score differently from long ones. Fitted
+on labelled trials (the run's held-out speakers at each evaluation, or a user's own
+recordings with ``python -m learner.calibrate``), a :class:`Calibration` maps a trial's
+score ``s`` and quality ``q`` (the log of the shorter input's seconds of speech) in two
+steps, each a well-kept estimator:
+
+1. **Quality normalisation** (``z``): the non-target scores' mean and log-spread are
+   straight lines in ``q`` (least squares), and ``z = (s - mean(q)) / spread(q)``. Short
+   inputs spread their non-target scores wider; after this a false-accept rate is the same
+   share of non-targets at every duration, so ``--far`` holds across durations.
+2. **Linear logistic calibration** (BOSARIS's, with scikit-learn's ``LogisticRegression``
+   and prior weighting): ``llr = a*z + b*q + c*z*q + d``, the offset moved by the prior's
+   log-odds so the output is a likelihood ratio, not a posterior at the fitting prior.
+
+Decisions (:meth:`Calibration.decide`): ``eer`` (the EER point of the calibration trials,
+as before), ``far`` (false accepts at that rate on the calibration non-targets) or
+``prior`` (the Bayes decision at that target prior: accept when the LLR exceeds
+``-logit(prior)``). Every decision reports the LLR and the probability of the same speaker
+at the prior given.
+
+    cal = fit_calibration(scores, labels, log_duration, fitted_on="held-out speakers")
+    cal.llr(0.62, np.log(2.0))
+    cal.decide(0.62, np.log(2.0), "far", 0.01)
+    cllr(llrs, labels), min_cllr(scores, labels), act_dcf(llrs, labels, 0.01)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from learner.scoring.scores import eer as eer_of
+
+QUANTILES = 2001  # the non-target z distribution kept for --far lookups
+RULES = ("eer", "far", "prior")
+MIN_SECONDS, MAX_SECONDS = 0.25, 600.0  # the quality measure's sane range
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def log_duration(seconds_a, seconds_b) -> np.ndarray:
+    """The quality measure of a trial: the log of the shorter input's seconds of speech."""
+    shorter = np.minimum(np.asarray(seconds_a, np.float64), np.asarray(seconds_b, np.float64))
+    return np.log(np.clip(shorter, MIN_SECONDS, MAX_SECONDS))
+
+
+@dataclass
+class Calibration:
+    """A fitted score calibration; JSON-able (:meth:`as_dict`), stored in checkpoints."""
+
+    kind: str  # the scores it maps: "cosine" or "asnorm"
+    quality: bool  # whether the duration measure is used
+    norm: list[float]  # non-target mean m0 + m1*q, log-spread v0 + v1*q
+    weights: list[float]  # llr = w[0]*z + w[1]*q + w[2]*z*q + bias
+    bias: float
+    q_range: list[float]  # the quality measure seen in fitting (inputs are clipped to it)
+    eer_z: float  # the EER point's threshold on z
+    nontarget_z: list[float]  # quantiles of the calibration non-targets' z
+    prior: float = 0.5
+    trials: int = 0
+    targets: int = 0
+    fitted_on: str = ""
+    report: dict[str, float] = field(default_factory=dict)  # Cllr etc. on the fitting trials
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ValueError(f"not a calibration: {exc}") from None
+
+    def _q(self, q) -> np.ndarray:
+        q = np.asarray(0.0 if q is None else q, np.float64)
+        return np.clip(q, *self.q_range) if self.quality else np.zeros_like(q)
+
+    def z(self, scores, q=None) -> np.ndarray:
+        q = self._q(q)
+        m0, m1, v0, v1 = self.norm
+        return (np.asarray(scores, np.float64) - (m0 + m1 * q)) / np.exp(v0 + v1 * q)
+
+    def llr(self, scores, q=None) -> np.ndarray:
+        z, q = self.z(scores, q), self._q(q)
+        w = self.weights
+        return w[0] * z + w[1] * q + w[2] * z * q + self.bias
+
+    def far_threshold(self, far: float) -> float:
+        """The z above which ``far`` of the calibration non-targets lie."""
+        if not 0 < far < 1:
+            raise ValueError(f"--far must be between 0 and 1, got {far}")
+        grid = np.linspace(0, 1, len(self.nontarget_z))
+        return float(np.interp(1 - far, grid, self.nontarget_z))
+
+    def threshold(self, rule: str = "eer", value: float = 0.0, q: float | None = None) -> float:
+        """The score a trial of quality ``q`` must reach under ``rule``: ``eer`` (the EER
+        point of the calibration trials), ``far`` (``value``: the false-accept rate on the
+        calibration non-targets, the same share at every duration) or ``prior`` (``value``:
+        the target prior; the Bayes decision, LLR >= -logit(prior))."""
+        if rule not in RULES:
+            raise ValueError(f"rule {rule!r}: one of {', '.join(RULES)}")
+        qq = float(self._q(q))
+        m0, m1, v0, v1 = self.norm
+        if rule == "prior":
+            if not 0 < value < 1:
+                raise ValueError(f"--prior must be between 0 and 1, got {value}")
+            w = self.weights
+            slope = w[0] + w[2] * qq
+            if slope <= 0:
+                raise ValueError("the calibration is degenerate (scores do not raise the LLR)")
+            z = (-logit(value) - w[1] * qq - self.bias) / slope
+        elif rule == "far":
+            z = self.far_threshold(value)
+        else:
+            z = self.eer_z
+        return float(m0 + m1 * qq + z * math.exp(v0 + v1 * qq))
+
+    def decide(self, score: float, q: float | None, rule: str = "eer", value: float = 0.0) -> dict:
+        """One trial's decision under ``rule`` (:meth:`threshold`), its LLR and the
+        probability of the same speaker at the rule's prior (0.5 unless ``prior``)."""
+        threshold = self.threshold(rule, value, q)
+        llr = float(self.llr(score, q))
+        prior = value if rule == "prior" else 0.5
+        text = {
+            "eer": f"the equal-error-rate point of {self.fitted_on or 'the calibration trials'}",
+            "far": f"false accepts at {100 * value:g}% of {self.fitted_on or 'the calibration trials'}",
+            "prior": f"the Bayes decision at target prior {value:g}",
+        }[rule]
+        return {
+            "llr": round(llr, 4),
+            "p_same": round(1 / (1 + math.exp(-(llr + logit(prior)))), 4),
+            "at_prior": prior,
+            "same_speaker": bool(score >= threshold),
+            "threshold": round(threshold, 4),
+            "rule": rule if rule == "eer" else f"{rule}={value:g}",
+            "rule_text": text,
+        }
+
+
+def _spread_line(q: np.ndarray, residual: np.ndarray, quality: bool) -> tuple[float, float]:
+    """Log-spread of the residuals as a line in q; rescaled so the z of non-targets has unit
+    variance overall."""
+    if not quality or np.ptp(q) == 0:
+        return float(np.log(residual.std() + 1e-9)), 0.0
+    v1, v0 = np.polyfit(q, np.log(np.abs(residual) + 1e-9), 1)
+    v0 += float(np.log((residual / np.exp(v0 + v1 * q)).std() + 1e-12))
+    return float(v0), float(v1)
+
+
+def fit_calibration(
+    scores,
+    labels,
+    q=None,
+    prior: float = 0.5,
+    kind: str = "cosine",
+    fitted_on: str = "",
+) -> Calibration:
+    """Fit on trials: ``scores``, ``labels`` (1 target), ``q`` (:func:`log_duration`; None:
+    no quality measure). ``prior``: the target prior the logistic regression weights the
+    two classes to (BOSARIS's prior weighting); the result is an LLR whatever it is."""
+    from sklearn.linear_model import LogisticRegression
+
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    n_tar, n_non = int(y.sum()), int((~y).sum())
+    if n_tar < 2 or n_non < 2:
+        raise ValueError(f"calibration needs target and non-target trials, got {n_tar} and {n_non}")
+    quality = q is not None and np.ptp(np.asarray(q, np.float64)) > 0
+    q = np.asarray(q, np.float64) if quality else np.zeros_like(s)
+    non = ~y
+    if quality:
+        m1, m0 = np.polyfit(q[non], s[non], 1)
+    else:
+        m0, m1 = float(s[non].mean()), 0.0
+    v0, v1 = _spread_line(q[non], s[non] - (m0 + m1 * q[non]), quality)
+    z = (s - (m0 + m1 * q)) / np.exp(v0 + v1 * q)
+    weight = np.where(y, prior / n_tar, (1 - prior) / n_non)
+    weight *= len(y) / weight.sum()
+    # Higher scores must mean more evidence at every duration seen: if a fit says
+    # otherwise (a model that has not learned yet), fewer terms; none at all, an LLR of 0.
+    coef, bias = [1e-6, 0.0, 0.0], logit(prior)
+    for terms in ([z, q, z * q], [z, q], [z]) if quality else ([z],):
+        model = LogisticRegression(C=1e6, max_iter=1000)
+        model.fit(np.column_stack(terms), y, sample_weight=weight)
+        w = [float(c) for c in model.coef_[0]] + [0.0] * (3 - len(terms))
+        if min(w[0] + w[2] * q.min(), w[0] + w[2] * q.max()) > 0:
+            coef, bias = w, float(model.intercept_[0])
+            break
+    cal = Calibration(
+        kind=kind,
+        quality=bool(quality),
+        norm=[float(m0), float(m1), v0, v1],
+        weights=coef,
+        bias=bias - logit(prior),
+        q_range=[float(q.min()), float(q.max())],
+        eer_z=eer_of(z, y)[1],
+        nontarget_z=[round(float(v), 5) for v in np.quantile(z[non], np.linspace(0, 1, QUANTILES))],
+        prior=prior,
+        trials=len(y),
+        targets=n_tar,
+        fitted_on=fitted_on,
+    )
+    llr = cal.llr(s, q if quality else None)
+    cal.report = {
+        "cllr": cllr(llr, y),
+        "min_cllr": min_cllr(s if not quality else llr, y),
+        "act_dcf_01": act_dcf(llr, y, 0.01),
+    }
+    return cal
+
+
+CUTS = (2.0, 1.0)  # calibration trials' test sides: full length, cut to 2 s and to 1 s
+
+
+def with_cuts(trials, n_items: int, cuts: int = len(CUTS)) -> np.ndarray:
+    """``trials`` (``label, i, j``) with the test side of trial ``k`` taken from version
+    ``k % (cuts + 1)`` of its utterance (0: full, then each cut), for embeddings stacked as
+    ``[full; cut 1; cut 2; ...]`` (``n_items`` rows each)."""
+    t = np.array(trials, dtype=np.int64).reshape(-1, 3)
+    t[:, 2] += n_items * (np.arange(len(t)) % (cuts + 1))
+    return t
+
+
+def cross_fitted_llr(scores, labels, q, groups) -> np.ndarray:
+    """LLRs of each trial from a calibration fitted on the other half of the speakers
+    (``groups``: the enrolment side's speaker), both ways round: an honest Cllr of the
+    calibration on speakers it was not fitted on."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    names = np.unique(groups)
+    half = np.isin(groups, names[::2])
+    out = np.full(len(s), np.nan)
+    for fit_on in (half, ~half):
+        if min(y[fit_on].sum(), (~y[fit_on]).sum(), (~fit_on).sum()) < 2:
+            return fit_calibration(s, y, q).llr(s, q)  # too few speakers to split
+        cal = fit_calibration(s[fit_on], y[fit_on], None if q is None else q[fit_on])
+        out[~fit_on] = cal.llr(s[~fit_on], None if q is None else q[~fit_on])
+    return out
+
+
+def calibration_report(scores, labels, q, groups, threshold: float | None = None) -> dict:
+    """Cllr (cross-fitted over speakers), minCllr, actual DCF next to minDCF at 0.01, and
+    the false-accept and miss rates at ``threshold`` (the stored cosine threshold)."""
+    from learner.scoring.scores import min_dcf
+
+    y = np.asarray(labels).astype(bool)
+    llr = cross_fitted_llr(scores, y, q, groups)
+    out = {
+        "cllr": cllr(llr, y),
+        "min_cllr": min_cllr(scores, y),
+        "act_dcf_01": act_dcf(llr, y, 0.01),
+        "min_dcf_01_cut": min_dcf(scores, y, 0.01)[0],
+    }
+    if threshold is not None:
+        out["fa_at_threshold"], out["miss_at_threshold"] = rates_at(scores, y, threshold)
+    return out
+
+
+def cllr(llr, labels) -> float:
+    """The log-likelihood-ratio cost (bits): 1 for a system that always says 0, 0 for a
+    perfect one; what calibration adds to it is ``cllr - min_cllr``."""
+    llr = np.asarray(llr, np.float64)
+    y = np.asarray(labels).astype(bool)
+    tar = np.mean(np.logaddexp(0, -llr[y])) if y.any() else 0.0
+    non = np.mean(np.logaddexp(0, llr[~y])) if (~y).any() else 0.0
+    return float((tar + non) / (2 * math.log(2)))
+
+
+def min_cllr(scores, labels) -> float:
+    """Cllr after the best monotonic mapping of the scores (pool-adjacent-violators, with
+    scikit-learn's isotonic regression): the discrimination part of Cllr."""
+    from sklearn.isotonic import IsotonicRegression
+
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    posterior = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit_transform(s, y)
+    base = logit(y.mean())
+    with np.errstate(divide="ignore"):
+        llr = np.log(posterior) - np.log1p(-posterior) - base
+    return cllr(llr, y)
+
+
+def act_dcf(llr, labels, p_target: float = 0.01) -> float:
+    """Normalised actual detection cost of Bayes decisions on ``llr`` at ``p_target`` (equal
+    costs): what the decisions cost, where minDCF is what the best threshold would."""
+    llr = np.asarray(llr, np.float64)
+    y = np.asarray(labels).astype(bool)
+    threshold = -logit(p_target)
+    p_miss = float(np.mean(llr[y] < threshold))
+    p_fa = float(np.mean(llr[~y] >= threshold))
+    return (p_target * p_miss + (1 - p_target) * p_fa) / min(p_target, 1 - p_target)
+
+
+def rates_at(scores, labels, threshold: float) -> tuple[float, float]:
+    """``(false-accept rate, miss rate)`` when accepting ``score >= threshold``."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    return float(np.mean(s[~y] >= threshold)), float(np.mean(s[y] < threshold))

@@ -1,0 +1,124 @@
+"""Score calibration (learner.scoring.calibration): known answers on constructed scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from learner.scoring.calibration import (
+    Calibration,
+    act_dcf,
+    cllr,
+    cross_fitted_llr,
+    fit_calibration,
+    log_duration,
+    min_cllr,
+    rates_at,
+    with_cuts,
+)
+
+
+def gaussian_trials(n: int, mu: float, sd: float, p_target: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < p_target
+    return np.where(y, rng.normal(mu, sd, n), rng.normal(-mu, sd, n)), y
+
+
+def test_fit_recovers_the_known_llr_slope_and_offset():
+    # Target N(m_t, s), non-target N(m_n, s): the true LLR is linear in the score,
+    # slope (m_t - m_n) / s^2 and offset -(m_t^2 - m_n^2) / (2 s^2).
+    rng = np.random.default_rng(1)
+    n, m_t, m_n, s = 40000, 0.7, 0.1, 0.2
+    y = rng.random(n) < 0.2  # the class balance must not move the LLR (prior weighting)
+    scores = np.where(y, rng.normal(m_t, s, n), rng.normal(m_n, s, n))
+    cal = fit_calibration(scores, y)
+    slope, offset = (m_t - m_n) / s**2, -(m_t**2 - m_n**2) / (2 * s**2)
+    got = cal.llr(np.array([0.0, 1.0]))
+    assert got[1] - got[0] == pytest.approx(slope, rel=0.05)
+    assert got[0] == pytest.approx(offset, abs=0.15)
+    # A fit at another prior weighting is the same LLR (the prior's log-odds removed).
+    again = fit_calibration(scores, y, prior=0.05).llr(np.array([0.0, 1.0]))
+    np.testing.assert_allclose(again, got, atol=0.2)
+    # JSON round trip.
+    back = Calibration.from_dict(cal.as_dict())
+    np.testing.assert_allclose(back.llr(scores[:10]), cal.llr(scores[:10]))
+
+
+def test_far_threshold_gives_the_asked_false_accept_rate():
+    scores, y = gaussian_trials(20000, 1.0, 1.0, seed=2)
+    cal = fit_calibration(scores, y)
+    for far in (0.01, 0.05, 0.2):
+        t = cal.threshold("far", far)
+        fa, _ = rates_at(scores, y, t)
+        assert fa == pytest.approx(far, abs=0.003), far
+    # The Bayes rule: the threshold sits where the LLR equals -logit(prior).
+    t = cal.threshold("prior", 0.05)
+    assert float(cal.llr(t)) == pytest.approx(math.log(0.95 / 0.05), abs=1e-6)
+    d = cal.decide(t + 0.01, None, "prior", 0.05)
+    assert d["same_speaker"] and d["p_same"] > 0.5 and d["rule"] == "prior=0.05"
+    with pytest.raises(ValueError):
+        cal.threshold("far", 1.5)
+
+
+def test_the_duration_measure_keeps_false_accepts_level_across_durations():
+    # Short inputs spread their non-target scores wider: one score threshold lets many more
+    # of them through; the duration-aware threshold keeps the rate at every duration.
+    rng = np.random.default_rng(3)
+    n = 30000
+    y = rng.random(n) < 0.3
+    seconds = rng.choice([1.0, 2.0, 8.0], n)
+    spread = 0.05 + 0.15 / seconds
+    scores = np.where(y, rng.normal(0.6, spread), rng.normal(0.0, spread))
+    q = log_duration(seconds, np.full(n, 20.0))
+    with_q, without = fit_calibration(scores, y, q), fit_calibration(scores, y)
+    fa_with, fa_without = [], []
+    for d in (1.0, 2.0, 8.0):
+        m = seconds == d
+        t = np.array([with_q.threshold("far", 0.05, x) for x in q[m]])
+        fa_with.append(np.mean(scores[m][~y[m]] >= t[~y[m]]))
+        fa_without.append(rates_at(scores[m], y[m], without.threshold("far", 0.05))[0])
+    assert max(abs(f - 0.05) for f in fa_with) < 0.02, fa_with
+    assert max(abs(f - 0.05) for f in fa_without) > 0.04, fa_without
+
+
+def test_cllr_of_perfectly_calibrated_scores_is_the_theoretical_value():
+    # Calibrated Gaussian LLRs: targets N(m, 2m), non-targets N(-m, 2m).
+    m = 2.0
+    rng = np.random.default_rng(4)
+    tar, non = rng.normal(m, math.sqrt(2 * m), 200000), rng.normal(-m, math.sqrt(2 * m), 200000)
+    llr = np.r_[tar, non]
+    y = np.r_[np.ones(len(tar), bool), np.zeros(len(non), bool)]
+    pdf = stats.norm(m, math.sqrt(2 * m)).pdf
+    # Both halves are equal by symmetry: E_tar[log2(1 + exp(-llr))].
+    theory = integrate.quad(lambda x: pdf(x) * np.logaddexp(0, -x) / math.log(2), -40, 40)[0]
+    assert cllr(llr, y) == pytest.approx(theory, abs=0.005)
+    assert cllr(np.zeros(10), np.r_[np.ones(5), np.zeros(5)]) == pytest.approx(1.0)
+    # Calibrated scores lose (almost) nothing to the best monotonic mapping.
+    assert cllr(llr, y) - min_cllr(llr, y) < 0.01
+    # Scores shifted by 3 are miscalibrated: Cllr rises, minCllr does not move.
+    assert cllr(llr + 3, y) > cllr(llr, y) + 0.1
+    assert min_cllr(llr + 3, y) == pytest.approx(min_cllr(llr, y), abs=1e-9)
+
+
+def test_actual_dcf_and_cross_fitting():
+    scores, y = gaussian_trials(20000, 1.0, 1.0, seed=5)
+    llr = 2.0 * scores  # the true LLR of N(1, 1) against N(-1, 1)
+    # Bayes decisions on true LLRs cost about the minimum; shifted ones cost more.
+    from learner.scoring.scores import min_dcf
+
+    best = min_dcf(scores, y, 0.01)[0]
+    assert act_dcf(llr, y, 0.01) == pytest.approx(best, abs=0.08)
+    assert act_dcf(llr + 4, y, 0.01) > best + 0.3
+    groups = np.arange(len(y)) % 10
+    out = cross_fitted_llr(scores, y, None, groups)
+    assert np.isfinite(out).all() and cllr(out, y) == pytest.approx(cllr(llr, y), abs=0.02)
+
+
+def test_with_cuts_takes_test_sides_in_turn():
+    t = with_cuts([(1, 0, 1), (0, 0, 2), (1, 1, 2), (0, 1, 0)], n_items=3)
+    assert t.tolist() == [[1, 0, 1], [0, 0, 5], [1, 1, 8], [0, 1, 0]]
+    assert log_duration(1.0, 5.0) == pytest.approx(0.0)
+    assert log_duration(0.01, 5.0) == pytest.approx(math.log(0.25))  # clipped
