@@ -45,7 +45,9 @@ RUNS = "ve:runs"
 TRAIN_FIELDS = ("step", "loss", "cos_ap", "cos_an", "active", "lr", "step_s", "wait_s",
                 "build_s", "queue_depth", "triplet_loss", "cls_loss", "cls_accuracy")  # fmt: skip
 EVAL_FIELDS = ("step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold",
-               "min_dcf_01", "min_dcf_05", "trials", "eval_s")  # fmt: skip
+               "min_dcf_01", "min_dcf_05", "trials", "eval_s",
+               # the calibration of the evaluation (learner.scoring.calibration)
+               "cllr", "min_cllr", "act_dcf_01", "fa_at_threshold", "miss_at_threshold")  # fmt: skip
 PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
 # Event kinds (the ``kind`` of an ``events`` entry); ``data`` is a JSON object.
 EVENT_START = "start"  # {"resume": checkpoint path or null}

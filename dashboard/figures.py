@@ -99,7 +99,33 @@ def eer_figure(s: RunSeries) -> dict:
     if s.eval.n:
         dcf = 100 * s.eval.array("min_dcf_01")
         fig["data"].append(_line(x, dcf, "minDCF(0.01) x100", gl=False, line=dict(dash="dot")))
+        calibrated = s.eval.array("cllr")
+        if np.isfinite(calibrated).any():  # the calibration: what it costs over its minimum
+            style = dict(dash="dashdot", color="#e6550d")
+            fig["data"].append(_line(x, 100 * calibrated, "Cllr x100", gl=False, line=style))
+            style = dict(dash="dot", color="#fdae6b")
+            fig["data"].append(
+                _line(x, 100 * s.eval.array("min_cllr"), "minCllr x100", gl=False, line=style)
+            )
     return fig
+
+
+def calibration_text(s: RunSeries) -> str:
+    """The latest evaluation's calibration, in words ('' before any)."""
+    cal = s.eval.array("cllr")
+    if not len(cal) or not np.isfinite(cal[-1]):
+        return ""
+    at = lambda name: s.eval.array(name)[-1]  # noqa: E731
+    text = (
+        f" · calibration at step {int(at('step'))}: Cllr {at('cllr'):.3f} (min "
+        f"{at('min_cllr'):.3f}), actDCF(0.01) {at('act_dcf_01'):.3f}"
+    )
+    if np.isfinite(at("fa_at_threshold")):
+        text += (
+            f", at its EER threshold {100 * at('fa_at_threshold'):.1f}% false accepts and "
+            f"{100 * at('miss_at_threshold'):.1f}% misses with 1-2 s inputs mixed in"
+        )
+    return text
 
 
 def timing_figure(s: RunSeries) -> dict:
@@ -155,7 +181,7 @@ def summary_line(s: RunSeries) -> str:
     return (
         f"Run {s.run_id} ({status}) · step {step}"
         f"{f' of {int(max_steps)}' if math.isfinite(max_steps) else ''} · "
-        f"{rate:.2f} steps/s{eta}{best} · {n} points"
+        f"{rate:.2f} steps/s{eta}{best} · {n} points{calibration_text(s)}"
     )
 
 

@@ -7,10 +7,12 @@ recordings with ``python -m learner.calibrate``), a :class:`Calibration` maps a 
 score ``s`` and quality ``q`` (the log of the shorter input's seconds of speech) in two
 steps, each a well-kept estimator:
 
-1. **Quality normalisation** (``z``): the non-target scores' mean and log-spread are
-   straight lines in ``q`` (least squares), and ``z = (s - mean(q)) / spread(q)``. Short
-   inputs spread their non-target scores wider; after this a false-accept rate is the same
-   share of non-targets at every duration, so ``--far`` holds across durations.
+1. **Quality normalisation** (``z``): the non-target scores' mean and spread at a few
+   knots of ``q`` (quantiles of the fitting trials' ``q``; each non-target counted at its
+   nearest knot), interpolated between them, and ``z = (s - mean(q)) / spread(q)``. The
+   ``--far`` threshold is interpolated the same way from each knot's own non-target ``z``
+   quantiles, so the tail's shape may change with duration too: a false-accept rate is
+   then the same share of non-targets at every duration.
 2. **Linear logistic calibration** (BOSARIS's, with scikit-learn's ``LogisticRegression``
    and prior weighting): ``llr = a*z + b*q + c*z*q + d``, the offset moved by the prior's
    log-odds so the output is a likelihood ratio, not a posterior at the fitting prior.
@@ -37,7 +39,7 @@ import numpy as np
 
 from learner.scoring.scores import eer as eer_of
 
-QUANTILES = 2001  # the non-target z distribution kept for --far lookups
+QUANTILES = 1001  # per knot, the non-target z distribution kept for --far lookups
 RULES = ("eer", "far", "prior")
 MIN_SECONDS, MAX_SECONDS = 0.25, 600.0  # the quality measure's sane range
 
@@ -58,12 +60,12 @@ class Calibration:
 
     kind: str  # the scores it maps: "cosine" or "asnorm"
     quality: bool  # whether the duration measure is used
-    norm: list[float]  # non-target mean m0 + m1*q, log-spread v0 + v1*q
+    norm: list[list[float]]  # [q knots, non-target mean, non-target log-spread] at them
     weights: list[float]  # llr = w[0]*z + w[1]*q + w[2]*z*q + bias
     bias: float
     q_range: list[float]  # the quality measure seen in fitting (inputs are clipped to it)
     eer_z: float  # the EER point's threshold on z
-    nontarget_z: list[float]  # quantiles of the calibration non-targets' z
+    nontarget_z: list[list[float]]  # per knot: quantiles of its non-targets' z
     prior: float = 0.5
     trials: int = 0
     targets: int = 0
@@ -86,20 +88,23 @@ class Calibration:
 
     def z(self, scores, q=None) -> np.ndarray:
         q = self._q(q)
-        m0, m1, v0, v1 = self.norm
-        return (np.asarray(scores, np.float64) - (m0 + m1 * q)) / np.exp(v0 + v1 * q)
+        knots, mean, spread = self.norm
+        return (np.asarray(scores, np.float64) - np.interp(q, knots, mean)) / np.exp(
+            np.interp(q, knots, spread)
+        )
 
     def llr(self, scores, q=None) -> np.ndarray:
         z, q = self.z(scores, q), self._q(q)
         w = self.weights
         return w[0] * z + w[1] * q + w[2] * z * q + self.bias
 
-    def far_threshold(self, far: float) -> float:
-        """The z above which ``far`` of the calibration non-targets lie."""
+    def far_threshold(self, far: float, q: float | None = None) -> float:
+        """The z above which ``far`` of the calibration non-targets of quality ``q`` lie."""
         if not 0 < far < 1:
             raise ValueError(f"--far must be between 0 and 1, got {far}")
-        grid = np.linspace(0, 1, len(self.nontarget_z))
-        return float(np.interp(1 - far, grid, self.nontarget_z))
+        grid = np.linspace(0, 1, len(self.nontarget_z[0]))
+        at_knots = [np.interp(1 - far, grid, z) for z in self.nontarget_z]
+        return float(np.interp(float(self._q(q)), self.norm[0], at_knots))
 
     def threshold(self, rule: str = "eer", value: float = 0.0, q: float | None = None) -> float:
         """The score a trial of quality ``q`` must reach under ``rule``: ``eer`` (the EER
@@ -109,7 +114,7 @@ class Calibration:
         if rule not in RULES:
             raise ValueError(f"rule {rule!r}: one of {', '.join(RULES)}")
         qq = float(self._q(q))
-        m0, m1, v0, v1 = self.norm
+        knots, mean, spread = self.norm
         if rule == "prior":
             if not 0 < value < 1:
                 raise ValueError(f"--prior must be between 0 and 1, got {value}")
@@ -119,10 +124,10 @@ class Calibration:
                 raise ValueError("the calibration is degenerate (scores do not raise the LLR)")
             z = (-logit(value) - w[1] * qq - self.bias) / slope
         elif rule == "far":
-            z = self.far_threshold(value)
+            z = self.far_threshold(value, qq)
         else:
             z = self.eer_z
-        return float(m0 + m1 * qq + z * math.exp(v0 + v1 * qq))
+        return float(np.interp(qq, knots, mean) + z * math.exp(np.interp(qq, knots, spread)))
 
     def decide(self, score: float, q: float | None, rule: str = "eer", value: float = 0.0) -> dict:
         """One trial's decision under ``rule`` (:meth:`threshold`), its LLR and the
@@ -146,14 +151,14 @@ class Calibration:
         }
 
 
-def _spread_line(q: np.ndarray, residual: np.ndarray, quality: bool) -> tuple[float, float]:
-    """Log-spread of the residuals as a line in q; rescaled so the z of non-targets has unit
-    variance overall."""
-    if not quality or np.ptp(q) == 0:
-        return float(np.log(residual.std() + 1e-9)), 0.0
-    v1, v0 = np.polyfit(q, np.log(np.abs(residual) + 1e-9), 1)
-    v0 += float(np.log((residual / np.exp(v0 + v1 * q)).std() + 1e-12))
-    return float(v0), float(v1)
+def _knots(q: np.ndarray, most: int = 6, least_each: int = 100) -> np.ndarray:
+    """Up to ``most`` knots at quantiles of ``q`` with ``least_each`` points nearest each."""
+    for k in range(min(most, len(np.unique(q))), 1, -1):
+        knots = np.unique(np.round(np.quantile(q, (np.arange(k) + 0.5) / k), 6))
+        nearest = np.abs(q[:, None] - knots[None]).argmin(axis=1)
+        if len(knots) > 1 and np.bincount(nearest, minlength=len(knots)).min() >= least_each:
+            return knots
+    return np.array([float(np.median(q))])
 
 
 def fit_calibration(
@@ -177,12 +182,13 @@ def fit_calibration(
     quality = q is not None and np.ptp(np.asarray(q, np.float64)) > 0
     q = np.asarray(q, np.float64) if quality else np.zeros_like(s)
     non = ~y
-    if quality:
-        m1, m0 = np.polyfit(q[non], s[non], 1)
-    else:
-        m0, m1 = float(s[non].mean()), 0.0
-    v0, v1 = _spread_line(q[non], s[non] - (m0 + m1 * q[non]), quality)
-    z = (s - (m0 + m1 * q)) / np.exp(v0 + v1 * q)
+    knots = _knots(q[non]) if quality else np.zeros(1)
+    nearest = np.abs(q[non][:, None] - knots[None]).argmin(axis=1)
+    groups = [s[non][nearest == k] for k in range(len(knots))]
+    mean = [float(g.mean()) for g in groups]
+    spread = [float(np.log(g.std() + 1e-9)) for g in groups]
+    z = (s - np.interp(q, knots, mean)) / np.exp(np.interp(q, knots, spread))
+    z_non = [z[non][nearest == k] for k in range(len(knots))]
     weight = np.where(y, prior / n_tar, (1 - prior) / n_non)
     weight *= len(y) / weight.sum()
     # Higher scores must mean more evidence at every duration seen: if a fit says
@@ -198,12 +204,15 @@ def fit_calibration(
     cal = Calibration(
         kind=kind,
         quality=bool(quality),
-        norm=[float(m0), float(m1), v0, v1],
+        norm=[[float(k) for k in knots], mean, spread],
         weights=coef,
         bias=bias - logit(prior),
         q_range=[float(q.min()), float(q.max())],
         eer_z=eer_of(z, y)[1],
-        nontarget_z=[round(float(v), 5) for v in np.quantile(z[non], np.linspace(0, 1, QUANTILES))],
+        nontarget_z=[
+            [round(float(v), 5) for v in np.quantile(g, np.linspace(0, 1, QUANTILES))]
+            for g in z_non
+        ],
         prior=prior,
         trials=len(y),
         targets=n_tar,
