@@ -39,6 +39,18 @@ from workers.corpus import SpeakerDatabase
 log = logging.getLogger(__name__)
 
 
+def read_features(source: CachedSource, indices, what: str) -> tuple[list[np.ndarray], list[int]]:
+    """The features of ``indices`` that can be read, and which those are (others logged)."""
+    feats, kept = [], []
+    for i in indices:
+        try:
+            feats.append(np.asarray(source.get(i), dtype=np.float32))
+            kept.append(i)
+        except AudioError as exc:
+            log.warning("%s skips %s", what, exc)
+    return feats, kept
+
+
 class HeldOutEval:
     """The held-out speakers' utterances with their features, and a fixed trial list."""
 
@@ -55,13 +67,8 @@ class HeldOutEval:
         """``bootstrap``: resamples of the speakers for the EER's interval (0: none);
         ``hop_s``: seconds per feature frame (durations for the calibration)."""
         self.bootstrap, self.seed, self.hop_s = bootstrap, seed, hop_s
-        feats, keep = [], []
-        for i in range(len(db.utterances)):
-            try:
-                feats.append(np.asarray(source.get(i), dtype=np.float32))
-                keep.append(db.utterances[i])
-            except AudioError as exc:
-                log.warning("evaluation skips %s", exc)
+        feats, kept = read_features(source, range(len(db.utterances)), "evaluation")
+        keep = [db.utterances[i] for i in kept]
         self.db = SpeakerDatabase(db.root, db.layout, keep, db.skipped)
         self.features = feats
         self.frames = frames
@@ -150,17 +157,8 @@ class Cohort:
 
     def features(self) -> list[list[np.ndarray]]:
         if self._features is None:
-            out = []
-            for group in self.groups:
-                feats = []
-                for i in group:
-                    try:
-                        feats.append(np.asarray(self.source.get(i), dtype=np.float32))
-                    except AudioError as exc:
-                        log.warning("cohort skips %s", exc)
-                if feats:
-                    out.append(feats)
-            self._features = out
+            groups = [read_features(self.source, group, "cohort")[0] for group in self.groups]
+            self._features = [feats for feats in groups if feats]
         return self._features
 
     def __call__(self, embed: Embedder) -> np.ndarray:

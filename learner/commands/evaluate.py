@@ -264,6 +264,9 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
         names[name] = [trial_names[k] for k in keep]
         summary[name] = summarize(scores, labels).as_dict()
         summary[name]["skipped_trials"] = len(trials) - len(kept)
+        if kind is None and a.asnorm is None and model.threshold is not None:
+            fa, miss = rates_at(scores, labels, model.threshold)
+            summary[name].update(fa_at_stored_threshold=fa, miss_at_stored_threshold=miss)
         cal = model.calibration(a.asnorm is not None) if kind is None else None
         if cal is not None:
             secs = np.array([seconds.get(str(p), 0.0) for p in paths])

@@ -186,6 +186,20 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     assert summary["model"]["eer"] == pytest.approx((fpr[i] + fnr[i]) / 2, abs=1.0 / labels.sum())
     assert 0 <= summary["mfcc"]["eer"] <= 0.6 and summary["mfcc"]["trials"] > 100
     assert (out / "det.png").stat().st_size > 5000 and (out / "scores.png").exists()
+    # Decisions at the stored threshold, and the calibration's report, from the same scores.
+    stored = SpeakerModel.load(trained).threshold
+    m = summary["model"]
+    assert m["fa_at_stored_threshold"] == pytest.approx(
+        np.mean(scores[labels == 0] >= stored), abs=1e-3
+    )
+    assert m["miss_at_stored_threshold"] == pytest.approx(
+        np.mean(scores[labels == 1] < stored), abs=1e-3
+    )
+    from learner.scoring.calibration import min_cllr
+
+    cal = m["calibration"]
+    assert cal["kind"] == "cosine" and cal["cllr"] > 0 and cal["p_target"] == 0.01
+    assert cal["min_cllr"] == pytest.approx(min_cllr(scores, labels), abs=1e-3)
     # AS-Norm with a cohort of other speakers' recordings changes the scores, not the trials.
     cohort = tmp_path / "cohort"
     cohort.mkdir()
