@@ -189,12 +189,11 @@ def test_evaluate_matches_an_independent_eer(trained, speech_subset, tmp_path):
     # Decisions at the stored threshold, and the calibration's report, from the same scores.
     stored = SpeakerModel.load(trained).threshold
     m = summary["model"]
-    assert m["fa_at_stored_threshold"] == pytest.approx(
-        np.mean(scores[labels == 0] >= stored), abs=1e-3
-    )
-    assert m["miss_at_stored_threshold"] == pytest.approx(
-        np.mean(scores[labels == 1] < stored), abs=1e-3
-    )
+    # (scores.txt rounds to 5 decimals: a trial or two at the threshold may fall either way)
+    n_non, n_tar = (labels == 0).sum(), (labels == 1).sum()
+    fa, miss = np.mean(scores[labels == 0] >= stored), np.mean(scores[labels == 1] < stored)
+    assert m["fa_at_stored_threshold"] == pytest.approx(fa, abs=2.5 / n_non)
+    assert m["miss_at_stored_threshold"] == pytest.approx(miss, abs=2.5 / n_tar)
     from learner.scoring.calibration import min_cllr
 
     cal = m["calibration"]
