@@ -12,8 +12,11 @@ side is taken in turn at full length, cut to 2 s and cut to 1 s, so the duration
 measure is fitted; the calibration (cosine -> LLR, the shorter input's log duration as
 quality measure, scikit-learn's logistic regression with prior weighting) is written
 into the checkpoint's calibration.json, replacing the one fitted on held-out speakers;
-with a stored cohort the AS-norm calibration too. Printed: Cllr, minCllr and actual
-DCF of the old calibration (if any) and the new one on these trials.
+with a cohort the AS-norm calibration too. The cohort (--cohort): the checkpoint's own,
+else made from its run's training speakers when that corpus is still where the run read
+it (auto, the default), from a folder of your own (one sub-folder per speaker), or none.
+Printed: Cllr, minCllr and actual DCF of the old calibration (if any) and the new one on
+these trials.
 """
 
 from __future__ import annotations
@@ -65,6 +68,47 @@ def cut_embeddings(
     return emb, secs, ok
 
 
+def make_cohort(model: SpeakerModel, how: str) -> tuple[np.ndarray | None, str]:
+    """The AS-norm cohort and where it came from (``stored``, ``run``, a folder, ``none``)."""
+    if how == "none":
+        return None, "none"
+    if how == "auto" and model.cohort is not None:
+        return model.cohort, "stored"
+    if how == "auto":
+        from learner.heldout import Cohort
+        from workers.corpus import CorpusError
+        from workers.rundata import RunData
+
+        try:
+            data = RunData.open(model.cfg.data, model.cfg.synthetic)
+        except CorpusError as exc:
+            print(
+                f"warning: no AS-norm cohort: the run's corpus is not readable ({exc})",
+                file=sys.stderr,
+            )
+            return None, "none"
+        train = data.db.subset(data.train)
+        source = data.source(model.cfg.features, train, memory_bytes=0)
+        speakers = model.cfg.learner.cohort_speakers or 300
+        cohort = Cohort(train, source, model.cfg.sampler.frames, speakers)(model._embed_batch)
+        return (cohort, "run") if len(cohort) else (None, "none")
+    db = SpeakerDatabase.scan(how)
+    means = []
+    for speaker in db.speakers:
+        vectors = []
+        for i in db.by_speaker[speaker][:3]:
+            try:
+                vectors.append(model.embed_file(db.abspath(i)))
+            except AudioError as exc:
+                print(f"warning: cohort skips {exc}", file=sys.stderr)
+        if vectors:
+            mean = np.mean(vectors, axis=0)
+            means.append(mean / max(np.linalg.norm(mean), 1e-12))
+    if not means:
+        raise ValueError(f"--cohort {how}: no speaker there could be embedded")
+    return np.stack(means).astype(np.float32), str(db.root)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.calibrate", __doc__)
     p.add_argument("--data", required=True, help="corpus: one folder per speaker")
@@ -73,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--prior", type=float, default=0.5, help="the target prior the fit weights to (BOSARIS)"
+    )
+    p.add_argument(
+        "--cohort",
+        default="auto",
+        metavar="auto|none|DIR",
+        help="AS-norm cohort: the stored one or the run's training speakers (auto), none, or "
+        "a folder with one sub-folder per speaker",
     )
     p.add_argument("--dry-run", action="store_true", help="report, write nothing")
     a = p.parse_args(argv)
@@ -106,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         q = log_duration(secs[cut[:, 1]], secs[cut[:, 2]])
         where = f"{len(db.speakers)} speakers of {db.root}"
         kinds = {"cosine": scores}
-        if model.cohort is not None:
-            kinds["asnorm"] = as_norm(scores, emb, cut, model.cohort)
+        cohort, made = make_cohort(model, a.cohort)
+        if cohort is not None:
+            kinds["asnorm"] = as_norm(scores, emb, cut, cohort)
         report, new = {"trials": len(cut), "targets": int(labels.sum())}, {}
         for kind, s in kinds.items():
             cal = fit_calibration(s, labels, q, a.prior, kind=kind, fitted_on=where)
@@ -120,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 "act_dcf_01_before": act_dcf(old.llr(s, q), labels, 0.01) if old else None,
                 "act_dcf_01_after": cal.report["act_dcf_01"],
             }
+        report["cohort_speakers"] = 0 if cohort is None else len(cohort)
+        report["cohort_from"] = made
         if not a.dry_run:
             merged = {k: v.as_dict() for k, v in model.calibrations.items()}
-            model.checkpoint.write_extras({**merged, **new})
+            fresh = cohort if made not in ("stored", "none") else None
+            model.checkpoint.write_extras({**merged, **new}, fresh)
             report["written"] = str(model.checkpoint.path / "calibration.json")
         print(json.dumps(report, indent=1))
         return 0

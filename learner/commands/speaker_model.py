@@ -236,8 +236,8 @@ class SpeakerModel:
         if self.cohort is None or not len(self.cohort):
             raise ValueError(
                 f"{self.source} stores no AS-norm cohort (a checkpoint from before cohorts, or "
-                "from a run that did not finish): run python -m learner.calibrate on it, or "
-                "leave out --asnorm"
+                "from a run that did not finish): python -m learner.calibrate --data DIR -c "
+                "CHECKPOINT stores one, or leave out --asnorm"
             )
         emb = np.vstack([probe[None], refs])
         trials = [(0, 0, k + 1) for k in range(len(refs))]

@@ -703,6 +703,8 @@ def test_a_checkpoint_from_before_calibration_verifies_as_before(
     assert out.returncode == (0 if r["same_speaker"] else 1)
     assert verify([a, c, "-c", str(old), "--far", "0.01"]) == 2
     assert "learner.calibrate" in capsys.readouterr().err
+    assert verify([a, c, "-c", str(old), "--asnorm"]) == 2
+    assert "stores no AS-norm cohort" in capsys.readouterr().err
     # Calibrating it on labelled recordings makes --far work.
     assert calibrate(["--data", str(speech_subset), "-c", str(old), "--n-trials", "400"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -711,3 +713,7 @@ def test_a_checkpoint_from_before_calibration_verifies_as_before(
         json.loads((old / "calibration.json").read_text())["cosine"]["trials"] == report["trials"]
     )
     assert verify([a, c, "-c", str(old), "--far", "0.01"]) in (0, 1)
+    # ... and AS-norm: the cohort made from the run's own training speakers, stored.
+    assert report["cohort_from"] == "run" and report["asnorm"]["cllr_after"] > 0
+    assert SpeakerModel.load(old).cohort.shape == (report["cohort_speakers"], 32)
+    assert verify([a, c, "-c", str(old), "--asnorm", "--prior", "0.05"]) in (0, 1)
