@@ -16,6 +16,8 @@ or kept whole:
   LLR; minCllr and minDCF, which no calibration changes;
 - EER and minDCF with and without AS-norm (the checkpoint's cohort of training
   speakers, or one made from its training speakers when it predates cohorts);
+- what calibrating at every evaluation costs the learner: one held-out evaluation with and
+  without it (``learner.calibrate``), interleaved, the same model and speakers;
 - the quality-based reject (``workers.quality``): AUROC of its score over every speech
   file of the shared set against the shared noise recordings (3 s pieces) and synthetic
   non-speech (tones, chirps, note sequences, noise bursts, white noise), and how many
@@ -119,6 +121,30 @@ def speech_reject(speech_root: Path, noise_root: Path) -> dict:
         },
         "limits": limits.__dict__,
     }
+
+
+def eval_cost(model, data, cfg, repeat: int = 3) -> dict:
+    """Seconds of one held-out evaluation as the learner runs it, without and with the
+    calibration (interleaved, median of ``repeat``)."""
+    import time
+
+    from learner.heldout import HeldOutEval
+
+    held_db, source = data.held_out(cfg.features)
+    evaluator = HeldOutEval(
+        held_db, source, cfg.sampler.frames, cfg.learner.eval_trials, bootstrap=0
+    )
+    embed = model._embed_batch
+    took: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(repeat):
+        for name, calibrate in (("without", False), ("with", True)):
+            t0 = time.perf_counter()
+            evaluator.evaluate(embed, calibrate)
+            took[name].append(time.perf_counter() - t0)
+    out = {k: round(float(np.median(v)), 2) for k, v in took.items()}
+    out["ratio"] = round(out["with"] / out["without"], 2)
+    out["utterances"] = len(evaluator.features)
+    return out
 
 
 def embed_versions(model, db) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -317,6 +343,7 @@ def main() -> None:
             "min_dcf_05": round(asn.min_dcf_05, 4),
         },
     }
+    figures["eval_cost"] = eval_cost(model, data, cfg)
     figures["speech_reject"] = speech_reject(Path(a.speech), Path(a.noise))
     report(figures)
 
