@@ -102,7 +102,9 @@ def eer_figure(s: RunSeries) -> dict:
         calibrated = s.eval.array("cllr")
         if np.isfinite(calibrated).any():  # the calibration: what it costs over its minimum
             style = dict(dash="dashdot", color="#e6550d")
-            fig["data"].append(_line(x, 100 * calibrated, "Cllr x100", gl=False, line=style))
+            fig["data"].append(
+                _line(x, 100 * calibrated, "Cllr x100", gl=False, mode="lines+markers", line=style)
+            )
             style = dict(dash="dot", color="#fdae6b")
             fig["data"].append(
                 _line(x, 100 * s.eval.array("min_cllr"), "minCllr x100", gl=False, line=style)
@@ -111,11 +113,17 @@ def eer_figure(s: RunSeries) -> dict:
 
 
 def calibration_text(s: RunSeries) -> str:
-    """The latest evaluation's calibration, in words ('' before any)."""
+    """The latest calibrated evaluation's calibration, in words ('' before any). The
+    learner calibrates at each new best evaluation."""
     cal = s.eval.array("cllr")
-    if not len(cal) or not np.isfinite(cal[-1]):
+    have = np.flatnonzero(np.isfinite(cal)) if len(cal) else []
+    if not len(have):
         return ""
-    at = lambda name: s.eval.array(name)[-1]  # noqa: E731
+    last = int(have[-1])
+
+    def at(name: str) -> float:
+        return float(s.eval.array(name)[last])
+
     text = (
         f" · calibration at step {int(at('step'))}: Cllr {at('cllr'):.3f} (min "
         f"{at('min_cllr'):.3f}), actDCF(0.01) {at('act_dcf_01'):.3f}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -82,20 +83,24 @@ class HeldOutEval:
     def evaluate(
         self,
         embed: Embedder,
-        calibrate: bool = True,
+        calibrate: bool | Callable[[EvalResult], bool] = True,
         cohort: np.ndarray | None = None,
         threshold: float | None = None,
         fitted_on: str = "",
     ) -> tuple[EvalResult, dict[str, Calibration]]:
         """The evaluation (EER etc. on full-length trials, as :meth:`__call__`) and, with
-        ``calibrate``, the calibrations fitted on the trials with their test sides cut
-        (``cosine``, and ``asnorm`` with a ``cohort`` of unit vectors); the result then
-        carries the calibration's report (Cllr cross-fitted over speakers, minCllr, actual
-        DCF, false-accept and miss rates at ``threshold``)."""
+        ``calibrate`` (or when ``calibrate(result)`` says so: the learner asks only for a
+        new best, the one it stores), the calibrations fitted on the trials with their test
+        sides cut (``cosine``, and ``asnorm`` with a ``cohort`` of unit vectors); the result
+        then carries the calibration's report (Cllr cross-fitted over speakers, minCllr,
+        actual DCF, false-accept and miss rates at ``threshold``, default the evaluation's
+        own EER threshold). Calibrating doubles the evaluation's embedding work."""
         emb = embed_features(self.features, embed, self.frames)
         result = self.score(emb)
-        if not calibrate:
+        if not (calibrate(result) if callable(calibrate) else calibrate):
             return result, {}
+        if threshold is None:
+            threshold = result.threshold
         scores, labels, q, trials, emb_all = self.cut_trials(embed, emb)
         groups = np.array([self.db.utterances[i].speaker for _, i, _ in self.trials])
         report = calibration_report(scores, labels, q, groups, threshold)

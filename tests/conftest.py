@@ -121,11 +121,18 @@ def write_run(url: str, run_id: str, steps: int, start: int = 0, evals: bool = T
                     "min_dcf_01": 0.9,
                     "min_dcf_05": 0.8,
                     "trials": 100,
-                    "cllr": 0.6 - s / 10000,
-                    "min_cllr": 0.5,
-                    "act_dcf_01": 0.95,
-                    "fa_at_threshold": 0.12,
-                    "miss_at_threshold": 0.2,
+                    # calibrated at some evaluations only (the learner: at each new best)
+                    **(
+                        {
+                            "cllr": 0.6 - s / 10000,
+                            "min_cllr": 0.5,
+                            "act_dcf_01": 0.95,
+                            "fa_at_threshold": 0.12,
+                            "miss_at_threshold": 0.2,
+                        }
+                        if s % 100 == 50
+                        else {}
+                    ),
                 },
             )
             w.event("checkpoint", {"step": s, "reason": "periodic"})

@@ -123,9 +123,10 @@ def test_dashboard_shows_and_updates_the_loss_chart(browser, served):
         "return g && g.data ? g.data.map(t => t.name) : [];"
     )
     assert "95% interval" in eer_traces and "smoothed (picks best)" in eer_traces
-    # The latest evaluation's calibration: on the EER chart and in words.
+    # The latest calibrated evaluation's calibration (step 50; step 100 was not calibrated):
+    # on the EER chart and in words.
     assert "Cllr x100" in eer_traces and "minCllr x100" in eer_traces
-    assert "calibration at step 100: Cllr 0.590 (min 0.500)" in summary
+    assert "calibration at step 50: Cllr 0.595 (min 0.500)" in summary
     count_redraws = (
         "window.redraws = 0;"
         "document.querySelector('#loss-graph .js-plotly-plot')"
