@@ -38,8 +38,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, SHARED_NOISE, SHARED_SPEECH, report  # noqa: E402
+from learner.scoring.calibration import CUTS  # noqa: E402
 
-LENGTHS = {"1s": 1.0, "2s": 2.0, "full": None}
+LENGTHS = ("full", *(f"{cut:g}s" for cut in CUTS))  # the versions the calibration fits on
 TARGETS = (0.01, 0.05)
 
 
@@ -148,28 +149,15 @@ def eval_cost(model, data, cfg, repeat: int = 3) -> dict:
 
 
 def embed_versions(model, db) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """``[version, utterance, D]`` embeddings (1 s, 2 s, full) and seconds, and the
-    utterances usable at all."""
-    from tqdm import tqdm
+    """``[version, utterance, D]`` embeddings (full, then each cut: ``LENGTHS``) and their
+    seconds, and the utterances usable at all: what ``learner.calibrate`` embeds."""
+    from learner.commands.calibrate import cut_embeddings
 
-    from workers.audio import AudioError
-
-    hop = model.cfg.features.hop_ms / 1000
-    n, dim = len(db.utterances), model.cfg.model.embedding_dim
-    emb = np.zeros((len(LENGTHS), n, dim), np.float32)
-    secs = np.zeros((len(LENGTHS), n))
-    ok = []
-    for i in tqdm(range(n), desc="embedding held-out"):
-        try:
-            feats, _ = model.analyse(db.abspath(i))
-        except AudioError:
-            continue
-        ok.append(i)
-        for k, cut in enumerate(LENGTHS.values()):
-            frames = len(feats) if cut is None else min(len(feats), round(cut / hop))
-            emb[k, i] = model.embed_features([feats[:frames]])[0]
-            secs[k, i] = frames * hop
-    return emb, secs, ok
+    n = len(db.utterances)
+    paths = [db.abspath(i) for i in range(n)]
+    emb, secs, ok = cut_embeddings(model, paths, list(range(n)), progress=sys.stderr.isatty())
+    versions = len(LENGTHS)
+    return emb.reshape(versions, n, -1), secs.reshape(versions, n), np.flatnonzero(ok).tolist()
 
 
 def main() -> None:
@@ -234,7 +222,7 @@ def main() -> None:
         return t
 
     trials = [half_trials(h, k) for k, h in enumerate(halves)]
-    full = list(LENGTHS).index("full")
+    full = LENGTHS.index("full")
 
     def scored(t: np.ndarray, version: int):
         s = np.sum(emb[full, t[:, 1]] * emb[version, t[:, 2]], axis=1)
@@ -245,6 +233,12 @@ def main() -> None:
         """Every trial once at each length (what the learner fits on)."""
         parts = [scored(t, v) for v in range(len(LENGTHS))]
         return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
+
+    # Each half's calibrations, without and with the duration measure, fitted once.
+    fitted = []
+    for t in trials:
+        s_mix, y_mix, q_mix = mixed(t)
+        fitted.append((fit_calibration(s_mix, y_mix), fit_calibration(s_mix, y_mix, q_mix)))
 
     far: dict = {}
     for target in TARGETS:
@@ -258,8 +252,7 @@ def main() -> None:
             t_fit, t_test = trials[fit_half], trials[1 - fit_half]
             s_full, y_full, _ = scored(t_fit, full)
             cosine_thr = float(np.quantile(s_full[~y_full], 1 - target))
-            s_mix, y_mix, q_mix = mixed(t_fit)
-            plain, with_q = fit_calibration(s_mix, y_mix), fit_calibration(s_mix, y_mix, q_mix)
+            plain, with_q = fitted[fit_half]
             for v, length in enumerate(LENGTHS):
                 s, y, q = scored(t_test, v)
                 thr_q = np.array([with_q.threshold("far", target, x) for x in q])
@@ -289,8 +282,7 @@ def main() -> None:
     # Cllr and DCF on the pooled held-out halves (cross-fitted), all lengths mixed.
     llr_raw, llr_plain, llr_q, s_all, y_all = [], [], [], [], []
     for fit_half in (0, 1):
-        s_mix, y_mix, q_mix = mixed(trials[fit_half])
-        plain, with_q = fit_calibration(s_mix, y_mix), fit_calibration(s_mix, y_mix, q_mix)
+        plain, with_q = fitted[fit_half]
         s, y, q = mixed(trials[1 - fit_half])
         llr_raw.append(s)
         llr_plain.append(plain.llr(s))

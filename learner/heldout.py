@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 
 from learner.scoring.calibration import (
-    CUTS,
     Calibration,
     calibration_report,
+    cut_frames,
     fit_calibration,
     log_duration,
     with_cuts,
@@ -118,13 +118,12 @@ class HeldOutEval:
     def cut_trials(self, embed: Embedder, emb: np.ndarray):
         """The trials with test sides at full length, 2 s and 1 s in turn: ``(scores,
         labels, quality, trials over the stacked embeddings, stacked embeddings)``."""
-        frames = [len(f) for f in self.features]
-        versions, seconds = [emb], [np.array(frames) * self.hop_s]
-        for cut in CUTS:
-            n = max(1, round(cut / self.hop_s))
-            versions.append(embed_features([f[:n] for f in self.features], embed, self.frames))
-            seconds.append(np.minimum(frames, n) * self.hop_s)
-        emb_all, secs = np.concatenate(versions), np.concatenate(seconds)
+        lengths = np.array([cut_frames(len(f), self.hop_s) for f in self.features])  # [N, V]
+        versions = [emb]
+        for cut in lengths.T[1:]:
+            feats = [f[:n] for f, n in zip(self.features, cut, strict=True)]
+            versions.append(embed_features(feats, embed, self.frames))
+        emb_all, secs = np.concatenate(versions), lengths.T.reshape(-1) * self.hop_s
         trials = with_cuts(self.trials, len(self.features))
         scores, labels = score_trials(emb_all, trials)
         return scores, labels, log_duration(secs[trials[:, 1]], secs[trials[:, 2]]), trials, emb_all

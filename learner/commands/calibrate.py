@@ -33,6 +33,7 @@ from learner.scoring.calibration import (
     CUTS,
     act_dcf,
     cllr,
+    cut_frames,
     fit_calibration,
     log_duration,
     min_cllr,
@@ -61,8 +62,7 @@ def cut_embeddings(
             print(f"warning: {exc}", file=sys.stderr)
             continue
         ok[i] = True
-        for k, cut in enumerate((None, *CUTS)):
-            frames = len(feats) if cut is None else min(len(feats), max(1, round(cut / hop)))
+        for k, frames in enumerate(cut_frames(len(feats), hop)):
             emb[k * n + i] = model.embed_features([feats[:frames]])[0]
             secs[k * n + i] = frames * hop
     return emb, secs, ok

@@ -230,6 +230,12 @@ def fit_calibration(
 CUTS = (2.0, 1.0)  # calibration trials' test sides: full length, cut to 2 s and to 1 s
 
 
+def cut_frames(frames: int, hop_s: float) -> list[int]:
+    """The frames of each version of an utterance of ``frames`` frames: whole, then cut to
+    each of ``CUTS`` seconds (no longer than it is)."""
+    return [frames] + [min(frames, max(1, round(cut / hop_s))) for cut in CUTS]
+
+
 def with_cuts(trials, n_items: int, cuts: int = len(CUTS)) -> np.ndarray:
     """``trials`` (``label, i, j``) with the test side of trial ``k`` taken from version
     ``k % (cuts + 1)`` of its utterance (0: full, then each cut), for embeddings stacked as
