@@ -94,6 +94,16 @@ RECIPES = {
     "views-aam": [*CMN, *VIEWS, *AAM],
     # views with twice the filters (model.width 0.25: about 3x the step time here)
     "views-wide": [*CMN, *VIEWS, "model.width=0.25"],
+    # views + every other speaker of the batch as a negative (learner.batch_weight)
+    "views-batch": [*CMN, *VIEWS, "learner.batch_weight=1"],
+    # views + statistics pooling (mean and spread over time: model.pooling)
+    "views-stats": [*CMN, *VIEWS, "model.pooling=stats"],
+    # views + speed perturbation (0.9/1.1, each copy a new speaker: WeSpeaker's 3x speakers)
+    "views-speed": [*CMN, *VIEWS, "augment.speed_prob=0.5"],
+    # views with a wider triplet margin (0.2: more triplets stay active)
+    "views-margin": [*CMN, *VIEWS, "learner.margin=0.2"],
+    # views on 2.4 s segments instead of 1.6 s
+    "views-long": [*CMN, *VIEWS, "sampler.frames=240"],
     # views with the shared set's real noise recordings as a third of the noise stage
     "views-noise": [
         *CMN,

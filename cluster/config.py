@@ -150,6 +150,9 @@ class ModelConfig:
     # cmvn (Deep Speaker: mean and variance) | cmn (mean only, as WeSpeaker and SpeechBrain).
     # The default stays cmvn so a checkpoint written before the field builds the same model.
     input_norm: str = "cmvn"
+    # Over time: mean (Deep Speaker's temporal average) | stats (mean and spread, as
+    # x-vector and WeSpeaker pool). The default stays mean: older checkpoints build as trained.
+    pooling: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,11 @@ class LearnerConfig:
     aam_margin_steps: int = 0
     aam_scale: float = 30.0
     margin: float = 0.1  # the triplet margin (cosine)
+    # batch_weight > 0 adds a softmax over the batch beside the triplet loss: each anchor's
+    # positive against every other speaker's utterances in the batch (learner.model.batch_loss,
+    # angular prototypical), cosines times batch_scale.
+    batch_weight: float = 0.0
+    batch_scale: float = 10.0
     mining: str = "none"  # none | hard | semihard
     eval_every: int = 100
     eval_trials: int = 2000

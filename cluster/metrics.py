@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 RUNS = "ve:runs"
 TRAIN_FIELDS = ("step", "loss", "cos_ap", "cos_an", "active", "lr", "step_s", "wait_s",
-                "build_s", "queue_depth", "triplet_loss", "cls_loss", "cls_accuracy")  # fmt: skip
+                "build_s", "queue_depth", "triplet_loss", "cls_loss", "cls_accuracy",
+                "batch_loss", "batch_accuracy")  # fmt: skip
 EVAL_FIELDS = ("step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold",
                "min_dcf_01", "min_dcf_05", "trials", "eval_s",
                # the calibration of the evaluation (learner.scoring.calibration)

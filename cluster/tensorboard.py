@@ -107,6 +107,6 @@ def eval_scalars(result: dict[str, Any]) -> dict[str, float]:
     return {f"eval/{k}": result[k] for k in EVAL_SCALARS if result.get(k) is not None}
 
 
-TRAIN_SCALARS = ("loss", "triplet_loss", "cls_loss", "cls_accuracy", "lr", "cos_ap", "cos_an",
-                 "active", "step_s", "wait_s", "build_s", "queue_depth")  # fmt: skip
+TRAIN_SCALARS = ("loss", "triplet_loss", "cls_loss", "cls_accuracy", "batch_loss",
+                 "batch_accuracy", "lr", "cos_ap", "cos_an", "active", "step_s", "wait_s", "build_s", "queue_depth")  # fmt: skip
 EVAL_SCALARS = ("eer", "eer_low", "eer_high", "eer_smoothed", "min_dcf_01", "min_dcf_05")

@@ -59,9 +59,28 @@ def _res_block(x, filters: int, name: str):
     return clipped_relu(f"{name}_relu2")(x)
 
 
+def temporal_pooling(x, kind: str = "mean"):
+    """``[N, T', D]`` -> ``[N, D]`` (``mean``: Deep Speaker's temporal average) or
+    ``[N, 2D]`` (``stats``: the average and the spread over time, as x-vector and WeSpeaker's
+    statistics pooling do). The spread is the mean absolute deviation, built from built-in
+    layers (no square root layer exists): since the deviations average to zero, it is twice
+    the mean of their positive part."""
+    mean = layers.GlobalAveragePooling1D(name="temporal_average")(x)
+    if kind == "mean":
+        return mean
+    centred = layers.Subtract(name="temporal_centre")(
+        [x, layers.Reshape((1, -1), name="temporal_average_kept")(mean)]
+    )
+    spread = layers.GlobalAveragePooling1D(name="temporal_spread")(
+        layers.ReLU(name="temporal_positive")(centred)
+    )
+    spread = layers.Rescaling(2.0, name="temporal_deviation")(spread)
+    return layers.Concatenate(name="temporal_stats")([mean, spread])
+
+
 def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -> keras.Model:
     """ResCNN: per-segment normalisation (``cfg.input_norm``), four stages of (5x5
-    stride-2 conv, ``cfg.blocks`` residual blocks), temporal average, dense
+    stride-2 conv, ``cfg.blocks`` residual blocks), temporal pooling (``cfg.pooling``), dense
     ``embedding_dim``, L2 normalisation."""
     inputs = keras.Input(shape=(frames, n_mels), name="logmel")
     x = segment_norm(inputs, cfg.input_norm)
@@ -77,7 +96,7 @@ def build_model(cfg: ModelConfig, n_mels: int = 64, frames: int | None = None) -
             x = _res_block(x, filters, name=f"stage{i}_res{b + 1}")
     # Average over time, keeping frequency x channels: [N, T', F', C] -> [N, F' * C].
     x = layers.Reshape((-1, x.shape[2] * x.shape[3]), name="flatten_freq")(x)
-    x = layers.GlobalAveragePooling1D(name="temporal_average")(x)
+    x = temporal_pooling(x, cfg.pooling)
     x = layers.Dense(cfg.embedding_dim, name="embedding")(x)
     # Unit vectors, in float32 even under mixed precision: the layer's own dtype, since a layer
     # under the global mixed policy casts its input back to float16.
@@ -139,6 +158,30 @@ def triplet_loss(emb, labels, margin: float = 0.1, mining: str = "none"):
         "spread": 1.0 - ops.mean(ops.matmul(anchors, ops.transpose(anchors))),
     }
     return loss, stats
+
+
+def batch_loss(emb, labels, scale: float = 10.0):
+    """Every other speaker in the batch as a negative: for each anchor, a softmax over its
+    cosines (times ``scale``) to the batch's positives and negatives, whose target is its own
+    positive (the angular prototypical loss of Chung et al. 2020 with one utterance per
+    prototype; InfoNCE with labels). Candidates of the anchor's own speaker other than its
+    positive are left out. Where the triplet loss sees one negative per anchor, this sees
+    2B - 1, so an easy random negative no longer ends an anchor's learning.
+
+    Returns ``(loss, accuracy)``: accuracy is the share of anchors whose positive is the
+    most similar candidate.
+    """
+    emb = ops.cast(emb, "float32")
+    b = ops.shape(emb)[0] // 3
+    anchors, candidates = emb[:b], emb[b:]  # candidates: positives, then negatives
+    logits = scale * ops.matmul(anchors, ops.transpose(candidates))  # [B, 2B]
+    own = ops.one_hot(ops.arange(b), 2 * b, dtype="bool")
+    same = ops.equal(ops.expand_dims(labels[:b], 1), ops.expand_dims(labels[b:], 0))
+    masked = ops.where(ops.logical_and(same, ops.logical_not(own)), -1e4, logits)
+    target = ops.sum(ops.where(own, logits, 0.0), axis=1)
+    loss = ops.mean(ops.logsumexp(masked, axis=1) - target)
+    accuracy = ops.mean(ops.cast(ops.equal(ops.argmax(masked, axis=1), ops.arange(b)), "float32"))
+    return loss, accuracy
 
 
 # -- the classification head (softmax / AAM over the training speakers) --------------------

@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 from cluster.config import LearnerConfig, RunConfig  # noqa: E402
 from learner.model import (  # noqa: E402
     WarmupDecay,
+    batch_loss,
     build_head,
     build_model,
     classification_loss,
@@ -105,6 +106,7 @@ class TrainStep:
         table = tf.constant(classes if classes is not None else [-1], tf.int32)
         aam = lc.aam_margin if lc.loss == "aam+triplet" else 0.0
         scale, weight, pretrain = lc.aam_scale, lc.cls_weight, lc.pretrain_steps
+        batch_weight, batch_scale = lc.batch_weight, lc.batch_scale
 
         @tf.function(
             input_signature=[tf.TensorSpec([b, t, m], dtype), tf.TensorSpec([b], tf.int32)],
@@ -115,6 +117,10 @@ class TrainStep:
                 emb = model(features, training=True)
                 loss, stats = triplet_loss(emb, labels, margin, mining)
                 stats["triplet_loss"] = loss
+                if batch_weight:  # every other speaker of the batch as a negative too
+                    b_loss, b_accuracy = batch_loss(emb, labels, batch_scale)
+                    loss = loss + batch_weight * b_loss
+                    stats.update(batch_loss=b_loss, batch_accuracy=b_accuracy)
                 if head is not None:
                     cos = cosine_logits(emb, head.get_layer("speaker_weights").kernel)
                     classes = tf.gather(table, labels)

@@ -105,6 +105,8 @@ def write_run(url: str, run_id: str, steps: int, start: int = 0, evals: bool = T
                 "triplet_loss": 0.05,
                 "cls_loss": 2.0,
                 "cls_accuracy": 0.25,
+                "batch_loss": 1.5,
+                "batch_accuracy": 0.6,
             }
         )
         if s % 10 == 0:

@@ -50,6 +50,9 @@ def test_string_fields_keep_the_text_as_typed(override, text):
         ("producer.queue_size=0", "producer.queue_size: must be at least 1"),
         ("data.eval_fraction=1.5", "data.eval_fraction: must be at most"),
         ("learner.keep_checkpoints=0", "learner.keep_checkpoints"),
+        ("model.pooling=max", "model.pooling"),
+        ("learner.batch_scale=0", "learner.batch_scale: must be greater than 0"),
+        ("learner.batch_weight=-1", "learner.batch_weight: must be at least 0"),
     ],
 )
 def test_bad_overrides_are_clear(override, message):

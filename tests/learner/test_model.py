@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cluster.config import ModelConfig, load_config
-from learner.model import build_model, select_negatives, triplet_loss
+from learner.model import batch_loss, build_model, select_negatives, triplet_loss
 
 
 def test_base_preset_has_deep_speaker_size():
@@ -92,3 +92,73 @@ def test_semihard_falls_back_to_sampled_negative():
     labels = np.array([0, 0, 0, 0, 1, 1], "int32")  # both anchors one speaker
     semi = np.asarray(select_negatives(emb, labels, "semihard"))
     np.testing.assert_allclose(semi, n, atol=1e-6)
+
+
+def test_stats_pooling_adds_the_spread_over_time():
+    cfg = ModelConfig(width=0.0625, blocks=1, embedding_dim=16, input_norm="cmn", pooling="stats")
+    model = build_model(cfg, 64)
+    x = np.random.default_rng(2).normal(-40, 10, size=(3, 40, 64)).astype("float32")
+    before = keras.Model(model.input, model.get_layer("flatten_freq").output)
+    pooled = keras.Model(model.input, model.get_layer("temporal_stats").output)
+    h = np.asarray(before(x))  # [N, T', D]
+    spread = np.abs(h - h.mean(axis=1, keepdims=True)).mean(axis=1)
+    np.testing.assert_allclose(np.asarray(pooled(x)), np.concatenate([h.mean(1), spread], 1),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    assert spread.max() > 0  # not a constant: the spread carries information
+    emb = np.asarray(model(x))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # The mean-pooled model has no spread and fewer inputs to its dense layer.
+    mean = build_model(ModelConfig(width=0.0625, blocks=1, embedding_dim=16, input_norm="cmn"), 64)
+    assert "temporal_stats" not in [layer.name for layer in mean.layers]
+    assert mean.count_params() < model.count_params()
+
+
+def _batch_loss_reference(emb, labels, scale):
+    b = len(emb) // 3
+    a, cands = emb[:b], emb[b:]
+    loss, hits = [], 0
+    for i in range(b):
+        keep = [j for j in range(2 * b) if j == i or labels[b + j] != labels[i]]
+        z = scale * cands[keep] @ a[i]
+        t = keep.index(i)
+        loss.append(np.log(np.exp(z).sum()) - z[t])
+        hits += int(np.argmax(z) == t)
+    return np.mean(loss), hits / b
+
+
+def test_batch_loss_is_a_softmax_over_the_other_speakers_of_the_batch():
+    rng = np.random.default_rng(3)
+    emb = unit(rng.normal(size=(12, 8)))
+    # Anchors of speakers 0-3; negative 9 is speaker 0 again (left out for anchor 0), and the
+    # negatives 10 and 11 share speaker 3 with anchor 3.
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3, 1, 0, 3, 3], "int32")
+    loss, accuracy = batch_loss(emb, labels, scale=10.0)
+    want, hits = _batch_loss_reference(emb, labels, 10.0)
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert float(accuracy) == pytest.approx(hits)
+    # Positives equal to their anchors and far from the rest: near zero loss, all found.
+    close = emb.copy()
+    close[4:8] = close[:4]
+    loss, accuracy = batch_loss(close, labels, scale=30.0)
+    assert float(loss) < 0.05 and float(accuracy) == 1.0
+
+
+def test_a_train_step_with_stats_pooling_and_the_batch_loss_learns_a_batch():
+    from learner.train_step import TrainStep
+
+    cfg = load_config(
+        "smoke",
+        ["model.pooling=stats", "learner.batch_weight=1", "sampler.triplets=4",
+         "sampler.frames=40", "features.dtype=float32", "learner.lr=0.003"],
+    )  # fmt: skip
+    step = TrainStep(cfg)
+    rng = np.random.default_rng(4)
+    # One fixed batch of four speakers: the compiled step must fit it.
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 0], "int32")
+    feats = rng.normal(-40, 6, size=(12, 40, 64)).astype("float32")
+    first = step(feats, labels)
+    for _ in range(30):
+        last = step(feats, labels)
+    assert {"batch_loss", "batch_accuracy", "triplet_loss"} <= set(first)
+    assert first["loss"] == pytest.approx(first["triplet_loss"] + first["batch_loss"], rel=1e-4)
+    assert last["batch_loss"] < first["batch_loss"] and last["batch_accuracy"] == 1.0
