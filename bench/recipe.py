@@ -19,6 +19,10 @@ speakers. Held-out speakers are those with several recordings (``data.eval_min_u
 - views-aam: views + the AAM-softmax classifier (softmax pre-training, weight decay);
 - views-wide: views with twice the filters; views-noise: views with the shared set's real
   noise recordings (``../shared/data/noise``) in the noise stage;
+- views-margin: views with the triplet margin 0.2; views-speed: views + speed perturbation;
+  views-ms, views-ms3: both (margin 0.2 or 0.3); views-stats: statistics pooling;
+  views-batch: a softmax over the batch beside the triplet loss; views-long: 2.4 s segments;
+  views-strong: every augmentation stage stronger;
 - aam, augment, new, semihard, hard, speed, specaug: the ablations of earlier sessions.
 
 Beside them, the same trials scored by the untrained baseline (``learner.scoring.baseline``:
@@ -104,6 +108,20 @@ RECIPES = {
     "views-margin": [*CMN, *VIEWS, "learner.margin=0.2"],
     # views on 2.4 s segments instead of 1.6 s
     "views-long": [*CMN, *VIEWS, "sampler.frames=240"],
+    # views with every stage stronger and more often: room 0.6, noise 0.8 at 0-15 dB, a
+    # channel on every view
+    "views-strong": [
+        *CMN,
+        *VIEWS,
+        "augment.reverb_prob=0.6",
+        "augment.noise_prob=0.8",
+        "augment.snr_low=0",
+        "augment.snr_high=15",
+        "augment.channel_prob=1.0",
+    ],
+    # views + speed perturbation + the wider triplet margin (0.2, or 0.3)
+    "views-ms": [*CMN, *VIEWS, "augment.speed_prob=0.5", "learner.margin=0.2"],
+    "views-ms3": [*CMN, *VIEWS, "augment.speed_prob=0.5", "learner.margin=0.3"],
     # views with the shared set's real noise recordings as a third of the noise stage
     "views-noise": [
         *CMN,
