@@ -58,6 +58,7 @@ EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --t
 EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recordings
 COMMON = [
     "augment.enabled=false",  # the demo preset augments now: each recipe says what it turns on
+    "learner.margin=0.1",  # the demo preset's margin is 0.2 now: views-margin turns it on
     "learner.eval_trials=3000",
     f"data.eval_fraction={EVAL_FRACTION}",
     f"data.eval_min_utterances={EVAL_MIN_UTTERANCES}",
