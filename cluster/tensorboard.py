@@ -108,5 +108,6 @@ def eval_scalars(result: dict[str, Any]) -> dict[str, float]:
 
 
 TRAIN_SCALARS = ("loss", "triplet_loss", "cls_loss", "cls_accuracy", "batch_loss",
-                 "batch_accuracy", "lr", "cos_ap", "cos_an", "active", "step_s", "wait_s", "build_s", "queue_depth")  # fmt: skip
+                 "batch_accuracy", "lr", "cos_ap", "cos_an", "active", "step_s", "wait_s",
+                 "build_s", "queue_depth")  # fmt: skip
 EVAL_SCALARS = ("eer", "eer_low", "eer_high", "eer_smoothed", "min_dcf_01", "min_dcf_05")
