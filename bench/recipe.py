@@ -123,6 +123,29 @@ RECIPES = {
     # views + speed perturbation + the wider triplet margin (0.2, or 0.3)
     "views-ms": [*CMN, *VIEWS, "augment.speed_prob=0.5", "learner.margin=0.2"],
     "views-ms3": [*CMN, *VIEWS, "augment.speed_prob=0.5", "learner.margin=0.3"],
+    # the default now (views, margin 0.2) with the segment's level removed instead of each
+    # bin's mean (model.input_norm gain: the long-term spectrum's shape is kept)
+    "views-gain": [*CMN, *VIEWS, "learner.margin=0.2", "model.input_norm=gain"],
+    # the default now with anchors drawn by the square root of their utterances, or by their
+    # number (speakers with many recordings are anchors more often: sampler.weighting)
+    "views-sqrt": [*CMN, *VIEWS, "learner.margin=0.2", "sampler.weighting=sqrt"],
+    "views-utt": [*CMN, *VIEWS, "learner.margin=0.2", "sampler.weighting=utterance"],
+    # both: the level only, anchors by the square root of their utterances
+    "views-gs": [
+        *CMN,
+        *VIEWS,
+        "learner.margin=0.2",
+        "model.input_norm=gain",
+        "sampler.weighting=sqrt",
+    ],
+    # the level only + speed perturbation
+    "views-gspeed": [
+        *CMN,
+        *VIEWS,
+        "learner.margin=0.2",
+        "model.input_norm=gain",
+        "augment.speed_prob=0.5",
+    ],
     # views with the shared set's real noise recordings as a third of the noise stage
     "views-noise": [
         *CMN,

@@ -125,6 +125,10 @@ class SamplerConfig:
     triplets: int = 32
     frames: int = 160  # segment length T in feature frames (10 ms each)
     seed: int = 0
+    # How often each speaker is an anchor: ``speaker`` evenly (passes over the speakers),
+    # ``sqrt`` in proportion to the square root of its utterances, ``utterance`` to their
+    # number (every utterance as often, as epoch-based recipes do)
+    weighting: str = "speaker"
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ class ModelConfig:
     blocks: int = 3  # residual blocks per stage
     embedding_dim: int = 512
     # Per-segment normalisation of each mel bin over time, the model's first layer:
-    # cmvn (Deep Speaker: mean and variance) | cmn (mean only, as WeSpeaker and SpeechBrain).
+    # cmvn (Deep Speaker: mean and variance) | cmn (mean only, as WeSpeaker and SpeechBrain) |
+    # gain (the level only: the long-term spectrum's shape is kept).
     # The default stays cmvn so a checkpoint written before the field builds the same model.
     input_norm: str = "cmvn"
     # Over time: mean (Deep Speaker's temporal average) | stats (mean and spread, as

@@ -26,7 +26,10 @@ RELU_CLIP = 20.0
 def segment_norm(inputs, kind: str = "cmvn"):
     """Per-segment normalisation over time of each mel bin: ``cmvn`` zero mean and unit
     variance (Deep Speaker), ``cmn`` zero mean only (the cepstral mean normalisation of
-    WeSpeaker and SpeechBrain recipes: the level of each bin's variation over time is kept).
+    WeSpeaker and SpeechBrain recipes: the level of each bin's variation over time is kept),
+    ``gain`` the segment's level only (one mean over time and bins: the long-term spectrum's
+    shape, which cmn removes with the channel, is kept; per-view channel augmentation is
+    what teaches the model to tell the two apart).
 
     The model's first layers, so producers ship raw log-mel crops (cheap float16 copies)
     and training and inference normalise identically. Built-in layers only (for ``cmvn``,
@@ -41,6 +44,10 @@ def segment_norm(inputs, kind: str = "cmvn"):
     mean = layers.GlobalAveragePooling1D(keepdims=True, dtype="float32", name="segment_mean")(
         inputs
     )
+    if kind == "gain":  # one number per segment: the mean over the bins' means too
+        mean = layers.GlobalAveragePooling1D(
+            data_format="channels_first", keepdims=True, dtype="float32", name="segment_level"
+        )(mean)
     return layers.Subtract(dtype="float32", name="segment_norm")([inputs, mean])
 
 

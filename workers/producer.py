@@ -107,6 +107,7 @@ class BatchProducer:
             data.train,
             cfg.sampler.triplets,
             producer_seed(cfg.sampler.seed, worker_id, start),
+            cfg.sampler.weighting,
         )
         log.info(
             "producer %d ready: %s, %d training speakers%s",

@@ -4,7 +4,9 @@
 different utterances of one speaker, the negative an utterance of another.
 Anchor speakers are drawn evenly (a fresh shuffled pass over all anchor
 speakers, then the next), so every speaker is seen equally often whatever its
-number of utterances. A speaker with a single usable utterance is never an
+number of utterances; with ``weighting`` ``sqrt`` or ``utterance`` they are drawn
+at random in proportion to the square root or the number of their utterances
+(speakers with many recordings, whose pairs cross recordings, then teach more). A speaker with a single usable utterance is never an
 anchor but can be a negative. The generator is seeded per producer and its
 state is plain JSON, so a run can be reproduced and resumed. The batch stage
 (:mod:`workers.batches`) turns the indices into a batch.
@@ -25,6 +27,8 @@ from workers.corpus import MIN_ANCHOR_UTTERANCES, CorpusError, SpeakerDatabase
 
 log = logging.getLogger(__name__)
 
+WEIGHTINGS = ("speaker", "sqrt", "utterance")
+
 
 class TripletSampler:
     def __init__(
@@ -33,9 +37,13 @@ class TripletSampler:
         speakers: list[str] | None = None,
         triplets: int = 32,
         seed: int = 0,
+        weighting: str = "speaker",
     ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting {weighting!r}: one of {', '.join(WEIGHTINGS)}")
         self.db = db
         self.triplets = triplets
+        self.weighting = weighting
         names = speakers if speakers is not None else db.speakers
         self.pool: dict[str, list[int]] = {
             s: list(db.by_speaker[s]) for s in names if db.by_speaker.get(s)
@@ -73,6 +81,11 @@ class TripletSampler:
         self._check()
 
     def _next_anchor(self) -> str:
+        if self.weighting != "speaker":
+            anchors = self.anchors()
+            w = np.array([len(self.pool[a]) for a in anchors], dtype=np.float64)
+            w = np.sqrt(w) if self.weighting == "sqrt" else w
+            return anchors[int(self.rng.choice(len(anchors), p=w / w.sum()))]
         if not self._order:
             self._check()  # every anchor may have been discarded since the last pass
             anchors = self.anchors()

@@ -51,6 +51,8 @@ def test_string_fields_keep_the_text_as_typed(override, text):
         ("data.eval_fraction=1.5", "data.eval_fraction: must be at most"),
         ("learner.keep_checkpoints=0", "learner.keep_checkpoints"),
         ("model.pooling=max", "model.pooling"),
+        ("model.input_norm=none", "model.input_norm"),
+        ("sampler.weighting=files", "sampler.weighting"),
         ("learner.batch_scale=0", "learner.batch_scale: must be greater than 0"),
         ("learner.batch_weight=-1", "learner.batch_weight: must be at least 0"),
     ],

@@ -45,6 +45,21 @@ def test_cmn_removes_each_bins_mean_and_keeps_its_variation():
     np.testing.assert_allclose(np.asarray(cmvn(wider)), np.asarray(cmvn(x)), atol=1e-4)
 
 
+def test_gain_removes_the_level_and_keeps_the_spectrum_shape():
+    cfg = ModelConfig(width=0.0625, blocks=1, embedding_dim=16, input_norm="gain")
+    model = build_model(cfg, 64)
+    x = np.random.default_rng(2).normal(-40, 10, size=(4, 50, 64)).astype("float32")
+    norm = keras.Model(model.input, model.get_layer("segment_norm").output)
+    want = x - x.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(np.asarray(norm(x)), want, atol=1e-4)
+    emb = np.asarray(model(x))
+    np.testing.assert_allclose(np.asarray(model(x - 9.0)), emb, atol=1e-4)  # a gain
+    # A tilt of the spectrum (what cmn removes) reaches the model.
+    tilt = np.linspace(-6, 6, 64, dtype="float32")
+    assert np.abs(np.asarray(norm(x + tilt)) - want).max() > 5.0
+    assert np.abs(np.asarray(model(x + tilt)) - emb).max() > 1e-2
+
+
 def unit(v):
     v = np.asarray(v, dtype="float32")
     return v / np.linalg.norm(v, axis=-1, keepdims=True)

@@ -61,6 +61,34 @@ def test_seeded_and_resumable(tone_corpus):
     )
 
 
+@pytest.mark.parametrize("weighting, ratio", [("utterance", 4.0), ("sqrt", 2.0)])
+def test_weighting_draws_anchors_by_their_utterances(tmp_path, weighting, ratio):
+    """Speakers with 8 utterances are anchors 4x (``utterance``) or 2x (``sqrt``) as often
+    as speakers with 2; the stream stays seeded and resumable."""
+    for s, n in enumerate((2, 2, 8, 8)):
+        for u in range(n):
+            write_wav(tmp_path / f"s{s}" / f"{u}.wav", 0.6)
+    db = SpeakerDatabase.scan(tmp_path)
+    sampler = TripletSampler(db, triplets=50, seed=1, weighting=weighting)
+    counts = Counter()
+    for _ in range(40):
+        idx, labels = sampler.sample()
+        check_triplets(db, idx, labels, 50)
+        counts.update(db.utterances[i].speaker for i in idx[:50])
+    many, few = counts["s2"] + counts["s3"], counts["s0"] + counts["s1"]
+    assert abs(many / few - ratio) < 0.25 * ratio
+    state = sampler.state()
+    after = sampler.sample()[0]
+    again = TripletSampler(db, triplets=50, seed=5, weighting=weighting)
+    again.set_state(state)
+    np.testing.assert_array_equal(again.sample()[0], after)
+    even = TripletSampler(db, triplets=50, seed=1)
+    evens = Counter(db.utterances[i].speaker for _ in range(8) for i in even.sample()[0][:50])
+    assert max(evens.values()) - min(evens.values()) <= 1
+    with pytest.raises(ValueError, match="weighting"):
+        TripletSampler(db, triplets=4, weighting="files")
+
+
 def test_single_utterance_speakers_never_hang(tmp_path):
     write_wav(tmp_path / "a" / "1.wav")
     write_wav(tmp_path / "b" / "1.wav")
