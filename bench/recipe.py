@@ -33,8 +33,13 @@ speakers (of ``--split-seed``) are left out of the corpus altogether (a folder o
 the training speakers only), and each run holds out a validation share of the training
 speakers (again with several recordings) instead; the figures are on those.
 
+``--cross asc_``: score on every speaker whose name starts with the prefix, left out of
+training altogether (the 24 Arabic ``asc_*`` speakers: another language and another corpus
+than everything the model trains on), as a model meets speakers after training. Held-out
+speakers are not chosen among them, so this does not look at any split.
+
 python bench/recipe.py [--steps 1800 | --minutes 15] [--data ../shared/data/speech]
-                       [--split-seed 0] [--tune] [--noise ../shared/data/noise]
+                       [--split-seed 0] [--tune | --cross asc_] [--noise ../shared/data/noise]
                        [--recipes cmn,views | constant,schedule,cmn,channel,views,views-aam]
 """
 
@@ -191,15 +196,38 @@ def training_speakers_only(data: Path, split_seed: int, into: Path) -> Path:
     return into
 
 
-def held_out(run: Path, trials: int):
-    """The run's held-out speakers (the same speakers and trials for every recipe)."""
+def split_by_prefix(data: Path, prefix: str, into: Path) -> tuple[Path, list[str]]:
+    """A corpus of links to the speakers of ``data`` whose names do not start with
+    ``prefix`` (for ``--cross``), and the names of those that do."""
+    from workers.corpus import SpeakerDatabase
+
+    db = SpeakerDatabase.scan(data.resolve(), "auto", 0.5, None)
+    apart = [s for s in db.speakers if s.startswith(prefix)]
+    if len(apart) < 2 or len(apart) == len(db.speakers):
+        raise SystemExit(f"--cross {prefix}: {len(apart)} of {len(db.speakers)} speakers match")
+    into.mkdir(parents=True)
+    for speaker in db.speakers:
+        if not speaker.startswith(prefix):
+            (into / speaker).symlink_to(db.root / speaker, target_is_directory=True)
+    return into, apart
+
+
+def held_out(run: Path, trials: int, cross: tuple[Path, list[str]] | None = None):
+    """The run's held-out speakers (the same speakers and trials for every recipe), or
+    with ``cross`` (a corpus and speaker names in it) those speakers of that corpus."""
     from cluster.config import load_config
     from learner.heldout import HeldOutEval
+    from workers.corpus import SpeakerDatabase
     from workers.rundata import RunData
 
     cfg = load_config(str(run / "config.yaml"))
-    data = RunData.open(cfg.data, cfg.synthetic)
-    held_db, source = data.held_out(cfg.features)
+    if cross is None:
+        held_db, source = RunData.open(cfg.data, cfg.synthetic).held_out(cfg.features)
+    else:
+        corpus, speakers = cross
+        db = SpeakerDatabase.scan(corpus.resolve(), cfg.data.layout, cfg.data.min_seconds, None)
+        held_db = db.subset(speakers)
+        source = RunData.of(db, cfg.data).source(cfg.features, held_db, memory_bytes=0)
     return cfg, HeldOutEval(held_db, source, cfg.sampler.frames, trials, seed=1, bootstrap=500)
 
 
@@ -207,22 +235,22 @@ def rounded(result) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.as_dict().items()}
 
 
-def score(run: Path, checkpoint: Path, trials: int) -> dict:
+def score(run: Path, checkpoint: Path, trials: int, cross=None) -> dict:
     """The end model on the run's held-out speakers, with a bootstrap interval."""
     from learner.commands.speaker_model import SpeakerModel
 
-    _, evaluator = held_out(run, trials)
+    _, evaluator = held_out(run, trials, cross)
     model = SpeakerModel.load(checkpoint)
     return rounded(evaluator(lambda x: model.model(x, training=False).numpy()))
 
 
-def mfcc_baseline(run: Path, trials: int) -> dict:
+def mfcc_baseline(run: Path, trials: int, cross=None) -> dict:
     """The same trials scored by the untrained baseline (MFCC mean and deviation, cosine)."""
     import numpy as np
 
     from learner.scoring.baseline import mfcc_embedding
 
-    cfg, evaluator = held_out(run, trials)
+    cfg, evaluator = held_out(run, trials, cross)
     db = evaluator.db
     emb = np.stack([mfcc_embedding(db.abspath(i), cfg.features) for i in range(len(db.utterances))])
     return rounded(evaluator.score(emb))
@@ -259,7 +287,17 @@ def main() -> None:
         help="figures on validation speakers taken from the training speakers; "
         "the held-out speakers are left out of the corpus",
     )
+    p.add_argument(
+        "--cross",
+        default="",
+        metavar="PREFIX",
+        help="score on every speaker whose name starts with PREFIX (asc_: the Arabic "
+        "speakers), left out of training altogether: speakers of another language and "
+        "corpus, as a model meets after training",
+    )
     a = p.parse_args()
+    if a.cross and a.tune:
+        p.error("--cross and --tune: choose one")
     names = [n for n in a.recipes.split(",") if n]
     if not names or any(n not in RECIPES for n in names):
         p.error(f"--recipes: comma-separated names of {', '.join(RECIPES)}")
@@ -279,8 +317,13 @@ def main() -> None:
         os.environ.setdefault("VE_CACHE_DIR", str(Path(tmp) / "cache"))
         runs = Path(tmp) / "runs"
         data = Path(a.data)
+        cross = None
         if a.tune:
             data = training_speakers_only(data, a.split_seed, Path(tmp) / "training-speakers")
+        elif a.cross:
+            data, apart = split_by_prefix(data, a.cross, Path(tmp) / f"without-{a.cross}")
+            cross = (Path(a.data), apart)
+            figures["scored_on"] = f"{len(apart)} speakers {a.cross}* left out of training"
         for name in names:
             print(f"training {name} ({' '.join(budget)}) ...", file=sys.stderr, flush=True)
             ran = train(name, data, runs, budget, a.split_seed, extra)
@@ -296,13 +339,13 @@ def main() -> None:
             figures[name] = {
                 **ran,
                 "end_model": end.path.parent.name + "/" + end.path.name,
-                "end": score(run, end.path, a.trials),
+                "end": score(run, end.path, a.trials, cross),
                 "run_best_eer_smoothed": best.state().get("best_eer") if best else None,
                 "recipe": RECIPES[name],
                 "train_seconds": round(state.get("totals", {}).get("step", 0.0), 1),
             }
             print(json.dumps(figures[name]), file=sys.stderr, flush=True)
-        figures["mfcc_baseline"] = mfcc_baseline(runs / names[0], a.trials)
+        figures["mfcc_baseline"] = mfcc_baseline(runs / names[0], a.trials, cross)
     t = figures[names[0]]["end"]
     figures["eer"] = {name: figures[name]["end"]["eer"] for name in names}
     figures[f"overlaps_{names[0]}"] = {
