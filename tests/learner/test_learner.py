@@ -48,7 +48,7 @@ def test_fit_traces_once_and_times_every_step(cfg, batches, tmp_path):
     assert ckpt.step == 4 and "0" in ckpt.state()["sampler_states"]
 
 
-@pytest.mark.parametrize("norm", ["cmvn", "cmn"])
+@pytest.mark.parametrize("norm", ["cmvn", "cmn", "gain"])
 def test_mixed_precision_steps_keep_float32_embeddings(cfg, batches, tmp_path, norm):
     """The GPU's precision path, run on the CPU: float16 compute with loss scaling, the input
     normalisation and the embeddings in float32, a finite loss, weights that move."""
@@ -65,8 +65,10 @@ def test_mixed_precision_steps_keep_float32_embeddings(cfg, batches, tmp_path, n
         assert all(math.isfinite(r["loss"]) for r in learner.recent)
         assert any(not np.array_equal(a, b) for a, b in zip(before, weights(learner), strict=True))
         model = learner.model
-        if norm == "cmn":  # built-in layers asked for float32 (cmvn's does it inside)
+        if norm != "cmvn":  # built-in layers asked for float32 (cmvn's does it inside)
             assert model.get_layer("segment_mean").compute_dtype == "float32"
+        if norm == "gain":
+            assert model.get_layer("segment_level").compute_dtype == "float32"
         assert model.get_layer("stage1_conv").compute_dtype == "float16"
         assert learner.train_step.embed(batches[0].features[:3]).dtype == np.float32
     finally:
