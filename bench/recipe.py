@@ -88,6 +88,8 @@ CHANNEL = [*ONLY, "augment.channel_prob=0.8"]
 # training speakers or coloured noise; real noise files with --noise), channel, gain,
 # SpecAugment.
 VIEWS = ["augment.enabled=true", "augment.channel_prob=0.8"]
+# views with the triplet margin 0.2: the default before views-gspeed
+MARGIN = [*CMN, *VIEWS, "learner.margin=0.2"]
 RECIPES = {
     "constant": CONSTANT,
     "schedule": SCHEDULE,
@@ -111,7 +113,7 @@ RECIPES = {
     # views + speed perturbation (0.9/1.1, each copy a new speaker: WeSpeaker's 3x speakers)
     "views-speed": [*CMN, *VIEWS, "augment.speed_prob=0.5"],
     # views with a wider triplet margin (0.2: more triplets stay active)
-    "views-margin": [*CMN, *VIEWS, "learner.margin=0.2"],
+    "views-margin": MARGIN,
     # views on 2.4 s segments instead of 1.6 s
     "views-long": [*CMN, *VIEWS, "sampler.frames=240"],
     # views with every stage stronger and more often: room 0.6, noise 0.8 at 0-15 dB, a
@@ -126,31 +128,19 @@ RECIPES = {
         "augment.channel_prob=1.0",
     ],
     # views + speed perturbation + the wider triplet margin (0.2, or 0.3)
-    "views-ms": [*CMN, *VIEWS, "augment.speed_prob=0.5", "learner.margin=0.2"],
+    "views-ms": [*MARGIN, "augment.speed_prob=0.5"],
     "views-ms3": [*CMN, *VIEWS, "augment.speed_prob=0.5", "learner.margin=0.3"],
-    # the default now (views, margin 0.2) with the segment's level removed instead of each
-    # bin's mean (model.input_norm gain: the long-term spectrum's shape is kept)
-    "views-gain": [*CMN, *VIEWS, "learner.margin=0.2", "model.input_norm=gain"],
-    # the default now with anchors drawn by the square root of their utterances, or by their
+    # views, margin 0.2 with the segment's level removed instead of each bin's mean
+    # (model.input_norm gain: the long-term spectrum's shape is kept)
+    "views-gain": [*MARGIN, "model.input_norm=gain"],
+    # views, margin 0.2 with anchors drawn by the square root of their utterances, or by their
     # number (speakers with many recordings are anchors more often: sampler.weighting)
-    "views-sqrt": [*CMN, *VIEWS, "learner.margin=0.2", "sampler.weighting=sqrt"],
-    "views-utt": [*CMN, *VIEWS, "learner.margin=0.2", "sampler.weighting=utterance"],
+    "views-sqrt": [*MARGIN, "sampler.weighting=sqrt"],
+    "views-utt": [*MARGIN, "sampler.weighting=utterance"],
     # both: the level only, anchors by the square root of their utterances
-    "views-gs": [
-        *CMN,
-        *VIEWS,
-        "learner.margin=0.2",
-        "model.input_norm=gain",
-        "sampler.weighting=sqrt",
-    ],
-    # the level only + speed perturbation
-    "views-gspeed": [
-        *CMN,
-        *VIEWS,
-        "learner.margin=0.2",
-        "model.input_norm=gain",
-        "augment.speed_prob=0.5",
-    ],
+    "views-gs": [*MARGIN, "model.input_norm=gain", "sampler.weighting=sqrt"],
+    # the level only + speed perturbation: the default now (the demo preset)
+    "views-gspeed": [*MARGIN, "model.input_norm=gain", "augment.speed_prob=0.5"],
     # views with the shared set's real noise recordings as a third of the noise stage
     "views-noise": [
         *CMN,
@@ -177,39 +167,41 @@ def train(
     return {"steps": int(steps[-1]) if steps else None, "wall_min": (time.time() - t0) / 60}
 
 
-def training_speakers_only(data: Path, split_seed: int, into: Path) -> Path:
-    """A corpus of links to the training speakers of ``data``'s split: the held-out
-    speakers are not in it at all (for ``--tune``)."""
+def scan(data: Path):
     from cluster.config import DataConfig
     from workers.corpus import SpeakerDatabase
 
-    cfg = DataConfig(
-        eval_fraction=EVAL_FRACTION, split_seed=split_seed, eval_min_utterances=EVAL_MIN_UTTERANCES
-    )
-    db = SpeakerDatabase.scan(data.resolve(), cfg.layout, cfg.min_seconds, None)
+    cfg = DataConfig(eval_fraction=EVAL_FRACTION, eval_min_utterances=EVAL_MIN_UTTERANCES)
+    return cfg, SpeakerDatabase.scan(data.resolve(), cfg.layout, cfg.min_seconds, None)
+
+
+def link_speakers(db, speakers: list[str], into: Path) -> Path:
+    """A corpus at ``into`` of links to ``speakers``' folders in ``db``."""
+    into.mkdir(parents=True)
+    for speaker in speakers:
+        (into / speaker).symlink_to(db.root / speaker, target_is_directory=True)
+    return into
+
+
+def training_speakers_only(data: Path, split_seed: int, into: Path) -> Path:
+    """A corpus of links to the training speakers of ``data``'s split: the held-out
+    speakers are not in it at all (for ``--tune``)."""
+    cfg, db = scan(data)
     train, _ = db.split(
         cfg.eval_fraction, split_seed, cfg.min_eval_speakers, cfg.eval_min_utterances
     )
-    into.mkdir(parents=True)
-    for speaker in train:
-        (into / speaker).symlink_to(db.root / speaker, target_is_directory=True)
-    return into
+    return link_speakers(db, train, into)
 
 
 def split_by_prefix(data: Path, prefix: str, into: Path) -> tuple[Path, list[str]]:
     """A corpus of links to the speakers of ``data`` whose names do not start with
     ``prefix`` (for ``--cross``), and the names of those that do."""
-    from workers.corpus import SpeakerDatabase
-
-    db = SpeakerDatabase.scan(data.resolve(), "auto", 0.5, None)
+    _, db = scan(data)
     apart = [s for s in db.speakers if s.startswith(prefix)]
     if len(apart) < 2 or len(apart) == len(db.speakers):
         raise SystemExit(f"--cross {prefix}: {len(apart)} of {len(db.speakers)} speakers match")
-    into.mkdir(parents=True)
-    for speaker in db.speakers:
-        if not speaker.startswith(prefix):
-            (into / speaker).symlink_to(db.root / speaker, target_is_directory=True)
-    return into, apart
+    kept = [s for s in db.speakers if not s.startswith(prefix)]
+    return link_speakers(db, kept, into), apart
 
 
 def held_out(run: Path, trials: int, cross: tuple[Path, list[str]] | None = None):

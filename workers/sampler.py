@@ -6,8 +6,8 @@ Anchor speakers are drawn evenly (a fresh shuffled pass over all anchor
 speakers, then the next), so every speaker is seen equally often whatever its
 number of utterances; with ``weighting`` ``sqrt`` or ``utterance`` they are drawn
 at random in proportion to the square root or the number of their utterances
-(speakers with many recordings, whose pairs cross recordings, then teach more). A speaker with a single usable utterance is never an
-anchor but can be a negative. The generator is seeded per producer and its
+(speakers with many recordings, whose pairs cross recordings, then teach more).
+A speaker with a single usable utterance is never an anchor but can be a negative. The generator is seeded per producer and its
 state is plain JSON, so a run can be reproduced and resumed. The batch stage
 (:mod:`workers.batches`) turns the indices into a batch.
 
@@ -53,6 +53,7 @@ class TripletSampler:
         self.rng = np.random.default_rng(seed)
         self._order: list[str] = []
         self.discarded: dict[int, str] = {}
+        self._weighted: tuple[list[str], np.ndarray] | None = None
         self._check()
 
     def _check(self) -> None:
@@ -75,17 +76,25 @@ class TripletSampler:
             if not utts:
                 del self.pool[speaker]
             self.discarded[index] = reason
+            self._weighted = None
             self._order = [
                 s for s in self._order if len(self.pool.get(s, ())) >= MIN_ANCHOR_UTTERANCES
             ]
         self._check()
 
-    def _next_anchor(self) -> str:
-        if self.weighting != "speaker":
+    def _weights(self) -> tuple[list[str], np.ndarray]:
+        """The anchor speakers and their probabilities (``weighting``), kept until a discard."""
+        if self._weighted is None:
             anchors = self.anchors()
             w = np.array([len(self.pool[a]) for a in anchors], dtype=np.float64)
             w = np.sqrt(w) if self.weighting == "sqrt" else w
-            return anchors[int(self.rng.choice(len(anchors), p=w / w.sum()))]
+            self._weighted = (anchors, w / w.sum())
+        return self._weighted
+
+    def _next_anchor(self) -> str:
+        if self.weighting != "speaker":
+            anchors, p = self._weights()
+            return anchors[int(self.rng.choice(len(anchors), p=p))]
         if not self._order:
             self._check()  # every anchor may have been discarded since the last pass
             anchors = self.anchors()

@@ -82,6 +82,9 @@ def test_weighting_draws_anchors_by_their_utterances(tmp_path, weighting, ratio)
     again = TripletSampler(db, triplets=50, seed=5, weighting=weighting)
     again.set_state(state)
     np.testing.assert_array_equal(again.sample()[0], after)
+    for i in db.by_speaker["s2"][1:]:  # one utterance left: s2 is no anchor any more
+        again.discard(i)
+    assert "s2" not in {db.utterances[i].speaker for i in again.sample()[0][:50]}
     even = TripletSampler(db, triplets=50, seed=1)
     evens = Counter(db.utterances[i].speaker for _ in range(8) for i in even.sample()[0][:50])
     assert max(evens.values()) - min(evens.values()) <= 1
