@@ -64,6 +64,12 @@ EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recor
 COMMON = [
     "augment.enabled=false",  # the demo preset augments now: each recipe says what it turns on
     "learner.margin=0.1",  # the demo preset's margin is 0.2 now: views-margin turns it on
+    # the demo preset speed-perturbs and trains a classifier now: the recipes that want them say so
+    "augment.speed_prob=0",
+    "learner.loss=triplet",
+    "learner.pretrain_steps=0",
+    "learner.weight_decay=0",
+    "model.input_norm=cmvn",  # the first recipes' normalisation: CMN and GSPEED say otherwise
     "learner.eval_trials=3000",
     f"data.eval_fraction={EVAL_FRACTION}",
     f"data.eval_min_utterances={EVAL_MIN_UTTERANCES}",
@@ -90,6 +96,8 @@ CHANNEL = [*ONLY, "augment.channel_prob=0.8"]
 VIEWS = ["augment.enabled=true", "augment.channel_prob=0.8"]
 # views with the triplet margin 0.2: the default before views-gspeed
 MARGIN = [*CMN, *VIEWS, "learner.margin=0.2"]
+# the default now (the demo preset): the level only + speed perturbation
+GSPEED = [*MARGIN, "model.input_norm=gain", "augment.speed_prob=0.5"]
 RECIPES = {
     "constant": CONSTANT,
     "schedule": SCHEDULE,
@@ -140,7 +148,13 @@ RECIPES = {
     # both: the level only, anchors by the square root of their utterances
     "views-gs": [*MARGIN, "model.input_norm=gain", "sampler.weighting=sqrt"],
     # the level only + speed perturbation: the default now (the demo preset)
-    "views-gspeed": [*MARGIN, "model.input_norm=gain", "augment.speed_prob=0.5"],
+    "views-gspeed": GSPEED,
+    # the default + the AAM classifier beside the triplet loss (speed copies are classes too)
+    "views-gsaam": [*GSPEED, *AAM],
+    # the default with two residual blocks per stage instead of one
+    "views-gsdeep": [*GSPEED, "model.blocks=2"],
+    # the default with anchors drawn by the square root of their utterances
+    "views-gss": [*GSPEED, "sampler.weighting=sqrt"],
     # views with the shared set's real noise recordings as a third of the noise stage
     "views-noise": [
         *CMN,
