@@ -7,9 +7,10 @@ speakers, then the next), so every speaker is seen equally often whatever its
 number of utterances; with ``weighting`` ``sqrt`` or ``utterance`` they are drawn
 at random in proportion to the square root or the number of their utterances
 (speakers with many recordings, whose pairs cross recordings, then teach more).
-A speaker with a single usable utterance is never an anchor but can be a negative. The generator is seeded per producer and its
-state is plain JSON, so a run can be reproduced and resumed. The batch stage
-(:mod:`workers.batches`) turns the indices into a batch.
+A speaker with a single usable utterance is never an anchor but can be a negative.
+The generator is seeded per producer and its state is plain JSON, so a run can be
+reproduced and resumed. The batch stage (:mod:`workers.batches`) turns the indices into a
+batch.
 
     sampler = TripletSampler(db, train_speakers, triplets=32, seed=0)
     indices, labels = sampler.sample()      # [3B]: anchors, positives, negatives
