@@ -15,7 +15,7 @@ speakers. Held-out speakers are those with several recordings (``data.eval_min_u
   default until the views recipe;
 - channel: cmn + each view of a pair through its own random microphone and line;
 - views: cmn + every augmentation stage, each view on its own (room, babble or coloured
-  noise, channel, gain, SpecAugment): the default now (the demo preset);
+  noise, channel, gain, SpecAugment);
 - views-aam: views + the AAM-softmax classifier (softmax pre-training, weight decay);
 - views-wide: views with twice the filters; views-noise: views with the shared set's real
   noise recordings (``../shared/data/noise``) in the noise stage;
@@ -23,6 +23,10 @@ speakers. Held-out speakers are those with several recordings (``data.eval_min_u
   views-ms, views-ms3: both (margin 0.2 or 0.3); views-stats: statistics pooling;
   views-batch: a softmax over the batch beside the triplet loss; views-long: 2.4 s segments;
   views-strong: every augmentation stage stronger;
+- views-gain: margin 0.2 with the segment's level removed instead of each bin's mean;
+  views-gspeed: that + speed perturbation; views-gsaam: that + the AAM-softmax classifier
+  (the demo preset); views-gswide: views-gsaam with twice the filters (the small preset,
+  what ``--data`` trains; give it about 1.6x the demo's time);
 - aam, augment, new, semihard, hard, speed, specaug: the ablations of earlier sessions.
 
 Beside them, the same trials scored by the untrained baseline (``learner.scoring.baseline``:
@@ -96,7 +100,7 @@ CHANNEL = [*ONLY, "augment.channel_prob=0.8"]
 VIEWS = ["augment.enabled=true", "augment.channel_prob=0.8"]
 # views with the triplet margin 0.2: the default before views-gspeed
 MARGIN = [*CMN, *VIEWS, "learner.margin=0.2"]
-# the default now (the demo preset): the level only + speed perturbation
+# the level only + speed perturbation (the default before the classifier)
 GSPEED = [*MARGIN, "model.input_norm=gain", "augment.speed_prob=0.5"]
 RECIPES = {
     "constant": CONSTANT,
@@ -147,14 +151,18 @@ RECIPES = {
     "views-utt": [*MARGIN, "sampler.weighting=utterance"],
     # both: the level only, anchors by the square root of their utterances
     "views-gs": [*MARGIN, "model.input_norm=gain", "sampler.weighting=sqrt"],
-    # the level only + speed perturbation: the default now (the demo preset)
+    # the level only + speed perturbation
     "views-gspeed": GSPEED,
-    # the default + the AAM classifier beside the triplet loss (speed copies are classes too)
+    # that + the AAM classifier beside the triplet loss (speed copies are classes too): the
+    # demo preset
     "views-gsaam": [*GSPEED, *AAM],
-    # the default with two residual blocks per stage instead of one
+    # views-gspeed with two residual blocks per stage instead of one
     "views-gsdeep": [*GSPEED, "model.blocks=2"],
-    # the default with anchors drawn by the square root of their utterances
+    # views-gspeed with anchors drawn by the square root of their utterances
     "views-gss": [*GSPEED, "sampler.weighting=sqrt"],
+    # views-gsaam with twice the filters (model.width 0.25): the small preset, what --data
+    # trains (a slower step: 20 minutes there)
+    "views-gswide": [*GSPEED, *AAM, "model.width=0.25"],
     # views with the shared set's real noise recordings as a third of the noise stage
     "views-noise": [
         *CMN,
@@ -242,12 +250,24 @@ def rounded(result) -> dict:
 
 
 def score(run: Path, checkpoint: Path, trials: int, cross=None) -> dict:
-    """The end model on the run's held-out speakers, with a bootstrap interval."""
+    """The end model on the run's held-out speakers, with a bootstrap interval; and, when
+    the checkpoint stores a cohort of training speakers, the same trials after AS-norm
+    (``asnorm``: what ``verify --asnorm`` scores)."""
     from learner.commands.speaker_model import SpeakerModel
+    from learner.scoring.scores import as_norm, score_trials
+    from learner.scoring.windows import embed_features
 
     _, evaluator = held_out(run, trials, cross)
     model = SpeakerModel.load(checkpoint)
-    return rounded(evaluator(lambda x: model.model(x, training=False).numpy()))
+    emb = embed_features(
+        evaluator.features, lambda x: model.model(x, training=False).numpy(), evaluator.frames
+    )
+    result = rounded(evaluator.score(emb))
+    if model.cohort is not None and len(model.cohort):
+        scores, labels = score_trials(emb, evaluator.trials)
+        normed = as_norm(scores, emb, evaluator.trials, model.cohort)
+        result["asnorm"] = rounded(evaluator.summary(normed, labels))
+    return result
 
 
 def mfcc_baseline(run: Path, trials: int, cross=None) -> dict:
@@ -354,6 +374,11 @@ def main() -> None:
         figures["mfcc_baseline"] = mfcc_baseline(runs / names[0], a.trials, cross)
     t = figures[names[0]]["end"]
     figures["eer"] = {name: figures[name]["end"]["eer"] for name in names}
+    figures["asnorm_eer"] = {
+        name: figures[name]["end"]["asnorm"]["eer"]
+        for name in names
+        if "asnorm" in figures[name]["end"]
+    }
     figures[f"overlaps_{names[0]}"] = {
         name: not (n["eer_high"] < t["eer_low"] or t["eer_high"] < n["eer_low"])
         for name in names[1:]

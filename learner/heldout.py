@@ -130,7 +130,11 @@ class HeldOutEval:
 
     def score(self, emb: np.ndarray) -> EvalResult:
         """The trials scored with one embedding per utterance of ``self.db`` (any system's)."""
-        scores, labels = score_trials(emb, self.trials)
+        return self.summary(*score_trials(emb, self.trials))
+
+    def summary(self, scores: np.ndarray, labels: np.ndarray) -> EvalResult:
+        """EER, minDCF and (with ``bootstrap``) the EER's interval of scores of ``self.trials``
+        in order: cosine, or normalised (AS-norm) ones."""
         result = summarize(scores, labels)
         if self.bootstrap:
             enrol = np.array([self.db.utterances[i].speaker for _, i, _ in self.trials])

@@ -150,6 +150,17 @@ def test_aam_triplet_pretrains_then_joins_saves_its_head_apart_and_averages(setu
         learner.train_step.head.get_layer("speaker_weights").kernel.numpy(),
     )
 
+    # The recipe bench scores the averaged model as trained and, with the cohort that the end
+    # of the run stored beside it, after AS-norm: the same trials, other scores.
+    from bench.recipe import score
+
+    learner.finish()
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    got = score(tmp_path, averaged, 400)
+    assert "asnorm" in got and got["asnorm"]["trials"] == got["trials"]
+    assert got["asnorm"]["eer_low"] <= got["asnorm"]["eer"] <= got["asnorm"]["eer_high"]
+    assert got["asnorm"]["threshold"] != got["threshold"]  # normalised scores, not cosines
+
 
 def test_average_command_and_refusals(setup, tmp_path, capsys):
     from learner.commands.average import main
