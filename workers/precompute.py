@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, help="corpus root (any supported layout)")
-    p.add_argument("--preset", default="demo", help="preset whose feature settings to use")
+    p.add_argument(
+        "--preset", default="small", help="preset whose feature settings to use (as training's)"
+    )
     p.add_argument(
         "--set",
         action="append",

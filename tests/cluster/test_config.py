@@ -11,6 +11,25 @@ def test_presets_load_and_differ():
     assert demo.preset == "demo"
 
 
+def test_small_is_the_demo_recipe_wider_and_longer_and_what_data_gets_by_default():
+    from learner.__main__ import parse_args, resolve_config
+
+    demo, small = load_config("demo"), load_config("small")
+    # The recipe measured on real speech: the demo's, with twice the filters and 20 minutes.
+    assert small.model.width == 2 * demo.model.width and small.learner.max_minutes == 20
+    for section in ("features", "augment", "sampler", "data"):  # features cached once serve both
+        assert getattr(small, section) == getattr(demo, section), section
+    wider = replace(demo, model={"width": small.model.width}, learner={"max_minutes": 20})
+    assert (wider.model, wider.learner) == (small.model, small.learner)
+
+    def preset(*argv: str) -> str:
+        return resolve_config(parse_args(list(argv)))[0].preset
+
+    assert preset("--data", "/corpus") == "small"
+    assert preset() == "demo"  # the synthetic corpus
+    assert preset("--data", "/corpus", "--preset", "demo") == "demo"
+
+
 def test_override_types_and_scientific_notation():
     cfg = load_config("demo", ["learner.lr=3e-4", "sampler.frames=200", "data.path=/x"])
     assert cfg.learner.lr == pytest.approx(3e-4)
@@ -63,7 +82,7 @@ def test_bad_overrides_are_clear(override, message):
 
 
 def test_unknown_preset_lists_known():
-    with pytest.raises(ConfigError, match="presets: base, demo, smoke"):
+    with pytest.raises(ConfigError, match="presets: base, demo, small, smoke"):
         load_config("nope")
 
 

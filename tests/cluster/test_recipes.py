@@ -4,7 +4,7 @@ same recipe whatever the preset's defaults are now (the preset changes when a re
 import pytest
 
 from bench import recipe
-from cluster.config import load_config
+from cluster.config import load_config, replace
 
 
 def resolved(name: str):
@@ -40,3 +40,14 @@ def test_recipes_do_not_inherit_the_presets_later_choices():
     aam = resolved("views-gsaam")
     assert (aam.learner.loss, aam.learner.pretrain_steps) == ("aam+triplet", 300)
     assert aam.model.input_norm == "gain" and aam.augment.speed_prob == 0.5
+
+
+@pytest.mark.parametrize("name, preset", [("views-gsaam", "demo"), ("views-gswide", "small")])
+def test_the_recipes_named_for_the_presets_train_what_the_presets_do(name, preset):
+    """The figures the docs give for a preset are the figures of its recipe: the two agree
+    in everything but the budget (the bench sets steps or minutes itself)."""
+    got, want = resolved(name), load_config(preset)
+    for section in ("model", "augment", "sampler", "features", "data"):
+        assert getattr(got, section) == getattr(want, section), section
+    budget = {"max_steps": 0, "max_minutes": 0}
+    assert replace(got, learner=budget).learner == replace(want, learner=budget).learner
