@@ -255,16 +255,13 @@ def score(run: Path, checkpoint: Path, trials: int, cross=None) -> dict:
     (``asnorm``: what ``verify --asnorm`` scores)."""
     from learner.commands.speaker_model import SpeakerModel
     from learner.scoring.scores import as_norm, score_trials
-    from learner.scoring.windows import embed_features
 
     _, evaluator = held_out(run, trials, cross)
     model = SpeakerModel.load(checkpoint)
-    emb = embed_features(
-        evaluator.features, lambda x: model.model(x, training=False).numpy(), evaluator.frames
-    )
-    result = rounded(evaluator.score(emb))
+    emb = evaluator.embeddings(lambda x: model.model(x, training=False).numpy())
+    scores, labels = score_trials(emb, evaluator.trials)
+    result = rounded(evaluator.summary(scores, labels))
     if model.cohort is not None and len(model.cohort):
-        scores, labels = score_trials(emb, evaluator.trials)
         normed = as_norm(scores, emb, evaluator.trials, model.cohort)
         result["asnorm"] = rounded(evaluator.summary(normed, labels))
     return result

@@ -78,7 +78,11 @@ class HeldOutEval:
             raise ValueError("held-out speakers give no target trials (need 2+ utterances each)")
 
     def __call__(self, embed: Embedder) -> EvalResult:
-        return self.score(embed_features(self.features, embed, self.frames))
+        return self.score(self.embeddings(embed))
+
+    def embeddings(self, embed: Embedder) -> np.ndarray:
+        """One unit-norm embedding per held-out utterance, in ``self.db``'s order."""
+        return embed_features(self.features, embed, self.frames)
 
     def evaluate(
         self,
@@ -95,7 +99,7 @@ class HeldOutEval:
         then carries the calibration's report (Cllr cross-fitted over speakers, minCllr,
         actual DCF, false-accept and miss rates at ``threshold``, default the evaluation's
         own EER threshold). Calibrating doubles the evaluation's embedding work."""
-        emb = embed_features(self.features, embed, self.frames)
+        emb = self.embeddings(embed)
         result = self.score(emb)
         if not (calibrate(result) if callable(calibrate) else calibrate):
             return result, {}
