@@ -135,7 +135,7 @@ def eval_cost(model, data, cfg, repeat: int = 3) -> dict:
     evaluator = HeldOutEval(
         held_db, source, cfg.sampler.frames, cfg.learner.eval_trials, bootstrap=0
     )
-    embed = model._embed_batch
+    embed = model.embed_batch
     took: dict[str, list[float]] = {"without": [], "with": []}
     for _ in range(repeat):
         for name, calibrate in (("without", False), ("with", True)):
@@ -151,13 +151,16 @@ def eval_cost(model, data, cfg, repeat: int = 3) -> dict:
 def embed_versions(model, db) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``[version, utterance, D]`` embeddings (full, then each cut: ``LENGTHS``) and their
     seconds, and the utterances usable at all: what ``learner.calibrate`` embeds."""
-    from learner.commands.calibrate import cut_embeddings
+    from learner.inference.recordings import cut_recordings
 
-    n = len(db.utterances)
-    paths = [db.abspath(i) for i in range(n)]
-    emb, secs, ok = cut_embeddings(model, paths, list(range(n)), progress=sys.stderr.isatty())
-    versions = len(LENGTHS)
-    return emb.reshape(versions, n, -1), secs.reshape(versions, n), np.flatnonzero(ok).tolist()
+    n, versions = len(db.utterances), len(LENGTHS)
+    cuts, ok = cut_recordings(model, [db.abspath(i) for i in range(n)])
+    rows = np.flatnonzero(ok)
+    emb = np.zeros((versions, n, cuts.emb.shape[1]), np.float32)
+    secs = np.zeros((versions, n))
+    emb[:, rows] = cuts.emb.reshape(versions, cuts.n, -1)
+    secs[:, rows] = cuts.secs.reshape(versions, cuts.n)
+    return emb, secs, rows.tolist()
 
 
 def main() -> None:
@@ -176,8 +179,8 @@ def main() -> None:
         )
     from cluster.config import load_config
     from learner.checkpoint import resolve
-    from learner.commands.speaker_model import SpeakerModel
     from learner.heldout import Cohort
+    from learner.inference.speaker_model import SpeakerModel
     from learner.scoring.calibration import (
         act_dcf,
         cllr,
@@ -315,7 +318,7 @@ def main() -> None:
         maker = Cohort(
             train_db, data.source(cfg.features, train_db, memory_bytes=0), cfg.sampler.frames
         )
-        cohort = maker(lambda x: model._embed_batch(x))
+        cohort = maker(lambda x: model.embed_batch(x))
     t_all = np.concatenate(trials)
     s, y_full = score_trials(emb[full], t_all)
     normed = as_norm(s, emb[full], t_all, cohort)

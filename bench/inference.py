@@ -49,7 +49,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from learner.commands.export import export
-    from learner.commands.speaker_model import SpeakerModel
+    from learner.inference.speaker_model import SpeakerModel
 
     ort.set_default_logger_severity(3)
 

@@ -253,7 +253,7 @@ def score(run: Path, checkpoint: Path, trials: int, cross=None) -> dict:
     """The end model on the run's held-out speakers, with a bootstrap interval; and, when
     the checkpoint stores a cohort of training speakers, the same trials after AS-norm
     (``asnorm``: what ``verify --asnorm`` scores)."""
-    from learner.commands.speaker_model import SpeakerModel
+    from learner.inference.speaker_model import SpeakerModel
     from learner.scoring.scores import as_norm, score_trials
 
     _, evaluator = held_out(run, trials, cross)

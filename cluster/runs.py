@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -43,6 +44,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     redis_dir = property(lambda self: self.path / "redis")
     logs = property(lambda self: self.path / "logs")
+    speakers_file = property(lambda self: self.path / "speakers.json")
 
     def store_dir(self) -> Path:
         """The embedded Redis folder, refused (``UnsafeRunFolder``) when it resolves outside this
@@ -77,3 +79,30 @@ class RunDir:
 
     def read_config(self) -> RunConfig:
         return config_from_dict(yaml.safe_load(self.config_file.read_text()))
+
+    def write_speakers(self, corpus: str, training: list[str], held_out: list[str]) -> None:
+        """Which speakers the run trains on and which it holds out (its EER, threshold and
+        calibration come from those), and the corpus both came from."""
+        text = json.dumps(
+            {"corpus": corpus, "held_out": sorted(held_out), "training": sorted(training)},
+            indent=1,
+        )
+        atomic_write_text(self.speakers_file, text)
+
+    def read_speakers(self) -> dict | None:
+        """What :meth:`write_speakers` wrote; None for a run from before the file."""
+        try:
+            found = json.loads(self.speakers_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir | None:
+        """The run folder a checkpoint folder (``checkpoints/ckpt-*``, ``averaged/*``) or a
+        run folder belongs to; None when it is not inside one."""
+        p = Path(checkpoint).resolve()
+        for candidate in (p, p.parent, p.parent.parent):
+            if (candidate / "config.yaml").is_file():
+                return cls(candidate)
+        return None

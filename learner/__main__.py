@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if run.read_speakers() is None:  # a new run, or one from before the file
+        run.write_speakers(cfg.data.path or "synthetic", list(data.train), list(data.held))
     log.info(
         "run %s: %s; %d training and %d held-out speakers",
         run.run_id,

@@ -16,21 +16,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from learner.scoring.calibration import (
-    Calibration,
-    calibration_report,
-    cut_frames,
-    fit_calibration,
-    log_duration,
-    with_cuts,
+from learner.scoring.calibration import Calibration
+from learner.scoring.pipeline import (
+    COHORT_PER_SPEAKER,
+    COHORT_SPEAKERS,
+    CutEmbeddings,
+    cohort_groups,
+    cohort_vectors,
+    cut_embeddings,
+    fit_calibrations,
 )
-from learner.scoring.scores import (
-    EvalResult,
-    as_norm,
-    bootstrap_eer,
-    score_trials,
-    summarize,
-)
+from learner.scoring.scores import EvalResult, bootstrap_eer, score_trials, summarize
 from learner.scoring.trials import generate_trials
 from learner.scoring.windows import Embedder, embed_features
 from workers.audio import AudioError
@@ -105,32 +101,17 @@ class HeldOutEval:
             return result, {}
         if threshold is None:
             threshold = result.threshold
-        scores, labels, q, trials, emb_all = self.cut_trials(embed, emb)
-        groups = np.array([self.db.utterances[i].speaker for _, i, _ in self.trials])
-        report = calibration_report(scores, labels, q, groups, threshold)
+        groups = [self.db.utterances[i].speaker for _, i, _ in self.trials]
         where = fitted_on or f"{len(self.db.speakers)} held-out speakers"
-        cals = {"cosine": fit_calibration(scores, labels, q, kind="cosine", fitted_on=where)}
-        if cohort is not None and len(cohort):
-            normed = as_norm(scores, emb_all, trials, cohort)
-            cals["asnorm"] = fit_calibration(normed, labels, q, kind="asnorm", fitted_on=where)
-            full = trials[:, 2] < len(self.features)  # the full-length trials
-            as_full = summarize(normed[full], labels[full])
-            report.update(asnorm_eer=as_full.eer, asnorm_min_dcf_01=as_full.min_dcf_01)
-        result = dataclasses.replace(result, **report)
-        return result, cals
+        report, cals = fit_calibrations(
+            self.cut_embeddings(embed, emb), self.trials, groups, cohort, where, threshold=threshold
+        )
+        return dataclasses.replace(result, **report), cals
 
-    def cut_trials(self, embed: Embedder, emb: np.ndarray):
-        """The trials with test sides at full length, 2 s and 1 s in turn: ``(scores,
-        labels, quality, trials over the stacked embeddings, stacked embeddings)``."""
-        lengths = np.array([cut_frames(len(f), self.hop_s) for f in self.features])  # [N, V]
-        versions = [emb]
-        for cut in lengths.T[1:]:
-            feats = [f[:n] for f, n in zip(self.features, cut, strict=True)]
-            versions.append(embed_features(feats, embed, self.frames))
-        emb_all, secs = np.concatenate(versions), lengths.T.reshape(-1) * self.hop_s
-        trials = with_cuts(self.trials, len(self.features))
-        scores, labels = score_trials(emb_all, trials)
-        return scores, labels, log_duration(secs[trials[:, 1]], secs[trials[:, 2]]), trials, emb_all
+    def cut_embeddings(self, embed: Embedder, emb: np.ndarray | None = None) -> CutEmbeddings:
+        """The held-out utterances at full length (``emb`` when already embedded) and cut
+        to each of the calibration's durations (``learner.scoring.pipeline``)."""
+        return cut_embeddings(self.features, embed, self.frames, self.hop_s, full=emb)
 
     def score(self, emb: np.ndarray) -> EvalResult:
         """The trials scored with one embedding per utterance of ``self.db`` (any system's)."""
@@ -148,22 +129,22 @@ class HeldOutEval:
 
 
 class Cohort:
-    """Training speakers for score normalisation (AS-norm): up to ``speakers`` of them
-    (seeded), each the unit mean of up to ``per_speaker`` utterances' embeddings. The
-    features are read on first use (a run's end), not at start."""
+    """Training speakers for score normalisation (AS-norm), chosen by the one cohort rule
+    (``learner.scoring.pipeline.cohort_groups``). The features are read on first use (a
+    run's end), not at start."""
 
     def __init__(
         self,
         db: SpeakerDatabase,
         source: CachedSource,
         frames: int,
-        speakers: int = 300,
-        per_speaker: int = 3,
+        speakers: int = COHORT_SPEAKERS,
+        per_speaker: int = COHORT_PER_SPEAKER,
         seed: int = 0,
     ) -> None:
-        rng = np.random.default_rng(seed)
-        names = [db.speakers[k] for k in sorted(rng.permutation(len(db.speakers))[:speakers])]
-        self.groups = [db.by_speaker[s][:per_speaker] for s in names]
+        self.groups = cohort_groups(
+            [db.by_speaker[s] for s in db.speakers], speakers, per_speaker, seed
+        )
         self.source, self.frames = source, frames
         self._features: list[list[np.ndarray]] | None = None
 
@@ -175,8 +156,12 @@ class Cohort:
 
     def __call__(self, embed: Embedder) -> np.ndarray:
         """``[speakers, D]`` unit vectors."""
-        means = []
-        for feats in self.features():
-            e = embed_features(feats, embed, self.frames).mean(axis=0)
-            means.append(e / max(np.linalg.norm(e), 1e-12))
-        return np.stack(means).astype(np.float32) if means else np.zeros((0, 0), np.float32)
+        groups = self.features()
+        flat = [f for feats in groups for f in feats]
+        if not flat:
+            return np.zeros((0, 0), np.float32)
+        emb = embed_features(flat, embed, self.frames)
+        ends = np.cumsum([len(feats) for feats in groups])
+        return cohort_vectors(
+            emb, [range(e - len(g), e) for e, g in zip(ends, groups, strict=True)]
+        )

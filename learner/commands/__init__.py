@@ -2,5 +2,5 @@
 
 Each is ``python -m learner.<command>`` (a thin module in :mod:`learner` that runs the
 ``main`` here), shares :mod:`learner.commands.cli` (the --checkpoint argument, one-line
-errors, exit code 2) and loads its model through :mod:`learner.commands.speaker_model`.
+errors, exit code 2) and loads its model through :mod:`learner.inference.speaker_model`.
 """

@@ -25,47 +25,17 @@ import json
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
-from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
-from learner.commands.speaker_model import SpeakerModel
-from learner.scoring.calibration import (
-    CUTS,
-    act_dcf,
-    cllr,
-    cut_frames,
-    fit_calibration,
-    log_duration,
-    min_cllr,
-    with_cuts,
-)
-from learner.scoring.scores import as_norm, score_trials
+from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
+from learner.inference.recordings import cut_recordings, folder_cohort
+from learner.inference.speaker_model import SpeakerModel
+from learner.scoring.calibration import act_dcf, cllr, min_cllr
+from learner.scoring.pipeline import fit_calibrations
+from learner.scoring.scores import as_norm
 from learner.scoring.trials import Names, generate_trials, read_trials
-from workers.audio import AudioError
 from workers.corpus import SpeakerDatabase
 
-
-def cut_embeddings(
-    model: SpeakerModel, paths: list, wanted: list[int], progress: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Embeddings stacked ``[full; cut to 2 s; cut to 1 s]`` (``len(paths)`` rows each),
-    their seconds of speech, and which files could be used."""
-    n, hop = len(paths), model.cfg.features.hop_ms / 1000
-    dim = model.cfg.model.embedding_dim
-    emb = np.zeros(((1 + len(CUTS)) * n, dim), np.float32)
-    secs = np.zeros((1 + len(CUTS)) * n)
-    ok = np.zeros(n, bool)
-    for i in tqdm(wanted, unit="file", desc="embedding", disable=not progress):
-        try:
-            feats, _ = model.analyse(paths[i])
-        except AudioError as exc:
-            print(f"warning: {exc}", file=sys.stderr)
-            continue
-        ok[i] = True
-        for k, frames in enumerate(cut_frames(len(feats), hop)):
-            emb[k * n + i] = model.embed_features([feats[:frames]])[0]
-            secs[k * n + i] = frames * hop
-    return emb, secs, ok
+N_TRIALS = 6000  # generated trials, here and in learner.evaluate
 
 
 def make_cohort(model: SpeakerModel, how: str) -> tuple[np.ndarray | None, str]:
@@ -89,31 +59,18 @@ def make_cohort(model: SpeakerModel, how: str) -> tuple[np.ndarray | None, str]:
             return None, "none"
         train = data.db.subset(data.train)
         source = data.source(model.cfg.features, train, memory_bytes=0)
-        speakers = model.cfg.learner.cohort_speakers or 300
-        cohort = Cohort(train, source, model.cfg.sampler.frames, speakers)(model._embed_batch)
-        return (cohort, "run") if len(cohort) else (None, "none")
-    db = SpeakerDatabase.scan(how)
-    means = []
-    for speaker in db.speakers:
-        vectors = []
-        for i in db.by_speaker[speaker][:3]:
-            try:
-                vectors.append(model.embed_file(db.abspath(i)))
-            except AudioError as exc:
-                print(f"warning: cohort skips {exc}", file=sys.stderr)
-        if vectors:
-            mean = np.mean(vectors, axis=0)
-            means.append(mean / max(np.linalg.norm(mean), 1e-12))
-    if not means:
-        raise ValueError(f"--cohort {how}: no speaker there could be embedded")
-    return np.stack(means).astype(np.float32), str(db.root)
+        speakers = model.cfg.learner.cohort_speakers or None
+        cohort = Cohort(train, source, model.cfg.sampler.frames, *([speakers] if speakers else []))
+        vectors = cohort(model.embed_batch)
+        return (vectors, "run") if len(vectors) else (None, "none")
+    return folder_cohort(model, how), str(how)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.calibrate", __doc__)
     p.add_argument("--data", required=True, help="corpus: one folder per speaker")
     p.add_argument("--trials", help="trial list (VoxCeleb or Kaldi) instead of generated ones")
-    p.add_argument("--n-trials", type=int, default=6000, help="trials to generate")
+    p.add_argument("--n-trials", type=int, default=N_TRIALS, help="trials to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--prior", type=float, default=0.5, help="the target prior the fit weights to (BOSARIS)"
@@ -126,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "a folder with one sub-folder per speaker",
     )
     p.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    add_progress(p)
     a = p.parse_args(argv)
 
     def body() -> int:
@@ -145,30 +103,34 @@ def main(argv: list[str] | None = None) -> int:
             trials = generate_trials(db, a.n_trials, a.seed)
         paths = [db.abspath(i) for i in range(len(db.utterances))]
         used = sorted({i for t in trials for i in t[1:]})
-        emb, secs, ok = cut_embeddings(model, paths, used, progress=sys.stderr.isatty())
-        trials = [t for t in trials if ok[t[1]] and ok[t[2]]]
+        cuts, ok = cut_recordings(model, [paths[i] for i in used], a.progress)
+        row = np.full(len(paths), -1)
+        row[np.asarray(used)[ok]] = np.arange(int(ok.sum()))
+        kept = [t for t in trials if row[t[1]] >= 0 and row[t[2]] >= 0]
+        groups = [db.utterances[t[1]].speaker for t in kept]
+        trials = [(t[0], row[t[1]], row[t[2]]) for t in kept]
         if not any(t[0] for t in trials) or all(t[0] for t in trials):
             raise ValueError(
                 f"{a.data}: the usable trials need both same-speaker and different-speaker "
                 "pairs (give two or more speakers with two or more recordings each)"
             )
-        cut = with_cuts(trials, len(paths))
-        scores, labels = score_trials(emb, cut)
-        q = log_duration(secs[cut[:, 1]], secs[cut[:, 2]])
         where = f"{len(db.speakers)} speakers of {db.root}"
-        kinds = {"cosine": scores}
         cohort, made = make_cohort(model, a.cohort)
+        fitted, new_cals = fit_calibrations(cuts, trials, groups, cohort, where, a.prior)
+        cut, scores, labels, q = cuts.trials(trials)
+        kinds = {"cosine": scores}
         if cohort is not None:
-            kinds["asnorm"] = as_norm(scores, emb, cut, cohort)
+            kinds["asnorm"] = as_norm(scores, cuts.emb, cut, cohort)
         report, new = {"trials": len(cut), "targets": int(labels.sum())}, {}
         for kind, s in kinds.items():
-            cal = fit_calibration(s, labels, q, a.prior, kind=kind, fitted_on=where)
+            cal = new_cals[kind]
             new[kind] = cal.as_dict()
             old = model.calibration(kind == "asnorm")
             report[kind] = {
                 "min_cllr": min_cllr(s, labels),
                 "cllr_before": cllr(old.llr(s, q), labels) if old else None,
                 "cllr_after": cal.report["cllr"],
+                "cllr_after_cross_fitted": fitted["cllr"] if kind == "cosine" else None,
                 "act_dcf_01_before": act_dcf(old.llr(s, q), labels, 0.01) if old else None,
                 "act_dcf_01_after": cal.report["act_dcf_01"],
             }

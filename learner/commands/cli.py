@@ -11,7 +11,7 @@ from collections.abc import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from learner.checkpoint import CheckpointError  # noqa: E402
-from learner.commands.speaker_model import MAX_SPEECH_S, RUNTIMES, SpeakerModel  # noqa: E402
+from learner.inference.speaker_model import MAX_SPEECH_S, RUNTIMES, SpeakerModel  # noqa: E402
 from workers.audio import AudioError  # noqa: E402
 from workers.quality import QualityLimits  # noqa: E402
 
@@ -48,6 +48,18 @@ def parser(prog: str, doc: str | None, quality: bool = True) -> argparse.Argumen
     if quality:
         add_limits(p)
     return p
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``: long work shows a bar on stderr (on a terminal) unless told not to."""
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no progress bar on stderr (default: one when stderr is a terminal)",
+    )
 
 
 def add_limits(p: argparse.ArgumentParser) -> None:

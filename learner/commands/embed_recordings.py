@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
-from learner.commands.speaker_model import SpeakerModel, expand_inputs
+from learner.inference.speaker_model import SpeakerModel, expand_inputs
 from learner.scoring.embedding_files import colliding_ids, write_embeddings
 from workers.audio import AudioError
 from workers.quality import Quality

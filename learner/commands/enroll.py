@@ -13,7 +13,7 @@ import sys
 
 from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
 from learner.commands.embed_recordings import embed_paths
-from learner.commands.speaker_model import expand_inputs
+from learner.inference.speaker_model import expand_inputs
 from learner.scoring.profiles import ProfileStore
 
 

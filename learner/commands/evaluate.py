@@ -3,7 +3,7 @@
 Examples:
     python -m learner.evaluate --root ~/VoxCeleb1/wav -c runs/x -o eval/ --trials veri_test2.txt
     python -m learner.evaluate --embeddings emb/ --trials veri_test2.txt -o eval/
-    python -m learner.evaluate --data ../shared/data/speech -c runs/x -o eval/ --n-trials 5000
+    python -m learner.evaluate --data ~/my-speakers -c runs/x -o eval/ --n-trials 6000
     python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm COHORT_DIR
     python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm   # the stored cohort
     python -m learner.evaluate --data DIR -o eval/ --baseline mfcc     # no checkpoint needed
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from learner.commands.calibrate import N_TRIALS
 from learner.commands.cli import EXIT_ERROR, guarded
 from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trials",
         help="trial list: VoxCeleb ('1 a.wav b.wav') or Kaldi ('a b target|nontarget')",
     )
-    p.add_argument("--n-trials", type=int, default=5000, help="trials to generate")
+    p.add_argument("--n-trials", type=int, default=N_TRIALS, help="trials to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", choices=["mfcc"], help="also score the classical baseline")
     p.add_argument(
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         const="",
         metavar="COHORT_DIR",
-        help="AS-Norm: with this cohort's files, or (no folder) the checkpoint's stored cohort",
+        help="AS-Norm: against a cohort made from this folder (one group per sub-folder, or per file directly in it), or (no folder) the checkpoint's stored cohort",
     )
     p.add_argument(
         "--p-target",
@@ -198,7 +199,7 @@ def _listed(path: str, names: Names, summary: dict) -> TrialList:
 def _from_embeddings(a: argparse.Namespace) -> tuple[Results, dict, dict]:
     keys, emb, fingerprint = read_embeddings(a.embeddings)
     if a.checkpoint:
-        from learner.commands.speaker_model import SpeakerModel
+        from learner.inference.speaker_model import SpeakerModel
 
         model = SpeakerModel.load(a.checkpoint).fingerprint
         if fingerprint and fingerprint != model:
@@ -219,7 +220,7 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
 
     model = None
     if a.checkpoint:
-        from learner.commands.speaker_model import SpeakerModel
+        from learner.inference.speaker_model import SpeakerModel
 
         model = SpeakerModel.load(a.checkpoint)
     feature_cfg = model.cfg.features if model else FeatureConfig()
@@ -233,6 +234,8 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
         ids = [u.utt_id for u in db.utterances]
         trial_names = [(ids[i], ids[j]) for _, i, j in trials]
     summary.update(trials=len(trials), targets=int(sum(t[0] for t in trials)))
+    if model is not None:
+        summary.update(training_speaker_trials(model, db, trials))
     used = sorted({i for t in trials for i in t[1:]})
     results: Results = {}
     names: dict[str, list[tuple[str, str]]] = {}
@@ -283,9 +286,32 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
     return results, summary, names
 
 
+def training_speaker_trials(model, db: SpeakerDatabase, trials) -> dict:
+    """How many trials involve a speaker the checkpoint's run trained on (its
+    ``speakers.json``), said on stdout: such trials flatter the model. Empty when the run is
+    not known (an ONNX export, a checkpoint outside its run, a run from before the file)."""
+    from cluster.runs import RunDir
+
+    run = RunDir.of_checkpoint(model.source) if model.checkpoint is not None else None
+    listed = run.read_speakers() if run is not None else None
+    if not listed:
+        return {}
+    training = set(listed.get("training", []))
+    names = [u.speaker for u in db.utterances]
+    mixed = sum(1 for t in trials if names[t[1]] in training or names[t[2]] in training)
+    seen = sorted({names[i] for t in trials for i in t[1:] if names[i] in training})
+    if mixed:
+        print(
+            f"note: {mixed} of {len(trials)} trials involve {len(seen)} speaker(s) the run "
+            f"trained on (e.g. {', '.join(seen[:3])}; {run.speakers_file}); their scores "
+            "flatter the model"
+        )
+    return {"trials_with_training_speakers": mixed, "training_speakers_seen": len(seen)}
+
+
 def stored_or_folder_cohort(model, folder: str) -> np.ndarray:
-    """The cohort for AS-norm: embeddings of ``folder``'s files, or (``""``) the
-    checkpoint's stored cohort of training speakers."""
+    """The cohort for AS-norm: the checkpoint's stored cohort (``""``), or one made from
+    ``folder`` by the one cohort rule (``learner.inference.recordings.folder_cohort``)."""
     if not folder:
         if model.cohort is None:
             raise ValueError(
@@ -293,13 +319,9 @@ def stored_or_folder_cohort(model, folder: str) -> np.ndarray:
                 "learner.calibrate on it"
             )
         return model.cohort
-    from learner.commands.speaker_model import expand_inputs
+    from learner.inference.recordings import folder_cohort
 
-    files = expand_inputs([folder])
-    emb, ok = embed_files(files, model.embed_file, range(len(files)))  # refused: skipped
-    if not ok.any():
-        raise ValueError(f"--asnorm {folder}: none of its {len(files)} file(s) could be embedded")
-    return emb[ok]
+    return folder_cohort(model, folder)
 
 
 def calibration_summary(cal, scores, labels, q, p_target: float, threshold) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from learner.commands.cli import guarded, load_model, parser
-from learner.commands.speaker_model import SpeakerModel
+from learner.inference.speaker_model import SpeakerModel
 
 FORMATS = ("keras", "savedmodel", "onnx")
 

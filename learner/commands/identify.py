@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
-from learner.commands.verify import add_operating_point, decide
+from learner.commands.verify import add_operating_point, decide, reachable
 from learner.scoring.calibration import MAX_SECONDS, log_duration
 from learner.scoring.profiles import ProfileStore
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "ranking": ranked,
                         "accepted": bool(best["same_speaker"]),
-                        "threshold": round(float(best["threshold"]), 4),
+                        "threshold": reachable(best["threshold"]),
                         "decision": best,
                         "quality": quality.as_dict(),
                     }
@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 if "llr" in best
                 else ""
             )
+            t = reachable(best["threshold"])
+            against = f"threshold {t:.3f}" if t is not None else "no score reaches the threshold"
             print(
                 f"best match {'is accepted' if best['same_speaker'] else 'is rejected'}: "
-                f"score {ranked[0]['score']:.3f}, threshold {best['threshold']:.3f}{extra}; "
+                f"score {ranked[0]['score']:.3f}, {against}{extra}; "
                 f"decided by {best['rule_text']}"
             )
         return 0

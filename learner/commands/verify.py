@@ -5,6 +5,14 @@ Examples:
     python -m learner.verify a.wav b.wav -c runs/x --far 0.01          # 1% false accepts
     python -m learner.verify a.wav b.wav -c runs/x --prior 0.05 --json  # Bayes at prior 5%
     python -m learner.verify a.wav b.wav -c runs/x --asnorm             # with the stored cohort
+    python -m learner.verify --trials list.txt -c runs/x -o scored/     # a trial list, one load
+
+--trials scores a VoxCeleb list (``1 a.wav b.wav``), Kaldi trials (``a b target``) or a
+two-column pair list (``a b``) with one model load, each file embedded once however many
+trials name it; names are paths, as written or under --root (default: the list's
+folder). It writes OUT/decisions.tsv (per trial: the score, LLR, P(same), decision and
+rule, or the error that kept it from being scored) and OUT/summary.json (with labels:
+EER, and the misses and false accepts of the decisions).
 
 The cosine score of the two embeddings is mapped to a log-likelihood ratio (LLR) by the
 checkpoint's calibration, fitted on held-out speakers at the end of training (or on your
@@ -12,16 +20,22 @@ own recordings: python -m learner.calibrate), with the shorter input's seconds o
 as a quality measure: short inputs score differently, and the decision accounts for it.
 
 Operating points (one of):
-  (default)     the equal-error-rate point of the calibration trials
-  --far F       false accepts at rate F on the calibration trials, at every duration
+  (default)     the Bayes decision at target prior 0.5 (accept when LLR >= 0)
   --prior P     the Bayes decision at target prior P (accept when LLR >= -logit(P))
+  --rule eer    the equal-error-rate point of the calibration trials
+  --far F       false accepts at rate F on the calibration trials, at every duration
   --threshold T a raw cosine threshold, no calibration
 
-The output gives the LLR, the probability of the same speaker at the prior (0.5 unless
---prior), the rule that decided and the score it compared. A checkpoint from before
-calibration decides on its cosine threshold as it always did (--far and --prior need a
-calibration: run python -m learner.calibrate). Inputs that are not speech (silence,
-noise, a tone, music) or have too little of it are refused (exit 2; see --min-speech).
+The output gives the LLR and the probability of the same speaker at the prior for which
+the rule's threshold is the Bayes decision (the prior given, or the one an --rule eer or
+--far threshold implies, printed beside it): SAME exactly when that probability is at
+least 0.5, so the verdict, the probability and the exit code never disagree. LLRs are
+bounded by what the calibration trials support (docs/scoring.md). An input shorter than
+the shortest speech the calibration saw is said (--strict refuses it); one longer than
+the longest gets the LLR of the longest. A checkpoint from before calibration decides on
+its cosine threshold as it always did (--far and --prior need a calibration: run python
+-m learner.calibrate). Inputs that are not speech (silence, noise, a tone, music) or have
+too little of it are refused (exit 2; see --min-speech).
 
 Exit code: 0 same speaker, 1 different speakers, 2 error (unreadable file, not
 speech, bad checkpoint).
@@ -34,14 +48,20 @@ import json
 
 import numpy as np
 
-from learner.commands.cli import guarded, load_model, parser
-from learner.commands.speaker_model import SpeakerModel
+from learner.commands.cli import add_progress, guarded, load_model, parser
+from learner.inference.speaker_model import SpeakerModel
 from learner.scoring.calibration import log_duration
 
 
 def add_operating_point(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("operating point (default: the EER point)")
+    g = p.add_argument_group("operating point (default: the Bayes decision at prior 0.5)")
     x = g.add_mutually_exclusive_group()
+    x.add_argument(
+        "--rule",
+        choices=["prior", "eer"],
+        help="prior: the Bayes decision at --prior (0.5); eer: the calibration trials' "
+        "equal-error-rate point",
+    )
     x.add_argument("--far", type=float, metavar="RATE", help="false-accept rate, e.g. 0.01")
     x.add_argument("--prior", type=float, metavar="P", help="target prior for a Bayes decision")
     x.add_argument("--threshold", type=float, help="a raw cosine threshold (no calibration)")
@@ -50,6 +70,11 @@ def add_operating_point(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="normalise the score against the checkpoint's cohort of training speakers",
     )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) an input with less speech than the calibration was fitted on",
+    )
 
 
 def rule_of(a: argparse.Namespace) -> tuple[str, float]:
@@ -57,7 +82,9 @@ def rule_of(a: argparse.Namespace) -> tuple[str, float]:
         return "far", a.far
     if a.prior is not None:
         return "prior", a.prior
-    return "eer", 0.0
+    if a.rule == "eer":
+        return "eer", 0.0
+    return "prior", 0.5
 
 
 def decide(model: SpeakerModel, score: float, q: float, a: argparse.Namespace) -> dict:
@@ -72,7 +99,7 @@ def decide(model: SpeakerModel, score: float, q: float, a: argparse.Namespace) -
             "rule_text": "the cosine threshold given",
         }
     if cal is None:
-        if rule != "eer" or a.asnorm:
+        if a.far is not None or a.prior is not None or a.asnorm:
             raise ValueError(
                 f"{model.source} has no {'AS-norm ' if a.asnorm else ''}calibration (saved "
                 "before calibration, or by a run that did not finish): fit one with python -m "
@@ -89,12 +116,24 @@ def decide(model: SpeakerModel, score: float, q: float, a: argparse.Namespace) -
             "rule": "eer",
             "rule_text": "the checkpoint's cosine threshold at its held-out EER (uncalibrated)",
         }
-    return cal.decide(score, q, rule, value)
+    d = cal.decide(score, q, rule, value)
+    d["calibrated_seconds"] = [round(x, 3) for x in cal.seconds_range()]
+    d["outside_calibration"] = cal.duration_note(q)
+    if d["outside_calibration"] == "shorter" and getattr(a, "strict", False):
+        raise ValueError(
+            f"the shorter input has {np.exp(q):.2f} s of speech, less than the "
+            f"{d['calibrated_seconds'][0]:.2f} s the calibration was fitted on (--strict)"
+        )
+    return d
 
 
 def verify(model: SpeakerModel, a_path: str, b_path: str, a: argparse.Namespace) -> dict:
-    ea, qa = model.embed(a_path)
-    eb, qb = model.embed(b_path)
+    return verify_embedded(model, a_path, b_path, model.embed(a_path), model.embed(b_path), a)
+
+
+def verify_embedded(model: SpeakerModel, a_path, b_path, one, two, a: argparse.Namespace) -> dict:
+    """The decision on two embedded inputs (``(embedding, quality)`` each)."""
+    (ea, qa), (eb, qb) = one, two
     cosine = float(ea @ eb)
     score = float(model.normalised(np.array([cosine]), ea, eb[None])[0]) if a.asnorm else cosine
     q = float(log_duration(qa.speech_s, qb.speech_s))
@@ -105,32 +144,64 @@ def verify(model: SpeakerModel, a_path: str, b_path: str, a: argparse.Namespace)
         "score": round(score, 4),
         "score_kind": "asnorm" if a.asnorm else "cosine",
         **d,
-        "threshold": round(float(d["threshold"]), 4),
-        "margin": round(score - float(d["threshold"]), 4),
+        "threshold": reachable(d["threshold"]),
+        "margin": None if reachable(d["threshold"]) is None else round(score - d["threshold"], 4),
         "quality": {"a": qa.as_dict(), "b": qb.as_dict()},
     }
 
 
+def reachable(threshold: float) -> float | None:
+    """A threshold for output: None where no score reaches it (a prior beyond the LLRs
+    the calibration supports)."""
+    return round(float(threshold), 4) if np.isfinite(threshold) else None
+
+
 def describe(r: dict) -> str:
     verdict = "SAME speaker" if r["same_speaker"] else "DIFFERENT speakers"
-    line = f"{verdict}: {r['score_kind']} score {r['score']:.3f}, threshold {r['threshold']:.3f}"
+    t = r["threshold"]
+    line = f"{verdict}: {r['score_kind']} score {r['score']:.3f}, " + (
+        f"threshold {t:.3f}" if t is not None else "no score reaches the threshold"
+    )
     if "llr" in r:
+        bounded = " (bounded)" if r.get("llr_bounded") else ""
         line += (
-            f"; LLR {r['llr']:+.2f}, P(same speaker) {r['p_same']:.3f} at prior {r['at_prior']:g}"
+            f"; LLR {r['llr']:+.2f}{bounded}, P(same speaker) {r['p_same']:.3f} "
+            f"at prior {r['at_prior']:g}"
         )
-    return line + f"\n  decided by {r['rule_text']}"
+    line += f"\n  decided by {r['rule_text']}"
+    note = r.get("outside_calibration")
+    if note:
+        lo, hi = r["calibrated_seconds"]
+        line += (
+            f"\n  note: the shorter input's speech is {note} than the calibration's "
+            f"{lo:.2f}-{hi:.2f} s; its LLR is that of the nearest calibrated duration"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.verify", __doc__)
-    p.add_argument("a", help="first recording")
-    p.add_argument("b", help="second recording")
+    p.add_argument("a", nargs="?", help="first recording")
+    p.add_argument("b", nargs="?", help="second recording")
     add_operating_point(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    t = p.add_argument_group("trial lists (instead of a and b)")
+    t.add_argument("--trials", metavar="LIST", help="VoxCeleb, Kaldi or two-column pair list")
+    t.add_argument("--root", help="folder the list's names are under (default: its folder)")
+    t.add_argument("-o", "--out", help="output folder for --trials")
+    add_progress(p)
     a = p.parse_args(argv)
+    if a.trials and (a.a or a.b or not a.out):
+        p.error("--trials takes no recordings, and needs -o OUT")
+    if not a.trials and not (a.a and a.b):
+        p.error("give two recordings, or --trials LIST -o OUT")
 
     def body() -> int:
         model = load_model(a)
+        if a.trials:
+            from learner.commands.verify_trials import verify_trials
+
+            return verify_trials(model, a)
         r = verify(model, a.a, a.b, a)
         print(json.dumps(r) if a.json else describe(r))
         return 0 if r["same_speaker"] else 1

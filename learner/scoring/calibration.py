@@ -17,11 +17,18 @@ steps, each a well-kept estimator:
    and prior weighting): ``llr = a*z + b*q + c*z*q + d``, the offset moved by the prior's
    log-odds so the output is a likelihood ratio, not a posterior at the fitting prior.
 
-Decisions (:meth:`Calibration.decide`): ``eer`` (the EER point of the calibration trials,
-as before), ``far`` (false accepts at that rate on the calibration non-targets) or
-``prior`` (the Bayes decision at that target prior: accept when the LLR exceeds
-``-logit(prior)``). Every decision reports the LLR and the probability of the same speaker
-at the prior given.
+LLRs are bounded by the evidence (:meth:`Calibration.llr_bounds`): never above the
+largest LLR of the fitting trials nor above ``log(non-targets + 1)`` (a score above all
+``N`` non-target trials shows a false-accept rate no lower than about ``1 / N``, so odds
+of ``N`` to 1 at most), and never below the smallest nor below ``-log(targets + 1)``.
+
+Decisions (:meth:`Calibration.decide`): ``prior`` (the default, at 0.5: the Bayes
+decision at that target prior, accept when the LLR reaches ``-logit(prior)``), ``eer``
+(the EER point of the calibration trials) or ``far`` (false accepts at that rate on the
+calibration non-targets). Each decision reports its LLR and the probability of the same
+speaker at the prior for which its threshold is the Bayes decision (the prior given for
+``prior``; for ``eer`` and ``far`` the prior their threshold implies), so the decision and
+the probability never point opposite ways: SAME exactly when P(same) >= 0.5.
 
     cal = fit_calibration(scores, labels, log_duration, fitted_on="held-out speakers")
     cal.llr(0.62, np.log(2.0))
@@ -71,6 +78,7 @@ class Calibration:
     targets: int = 0
     fitted_on: str = ""
     report: dict[str, float] = field(default_factory=dict)  # Cllr etc. on the fitting trials
+    llr_range: list[float] = field(default_factory=list)  # [] before the bounds were stored
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +89,17 @@ class Calibration:
             return cls(**d)
         except TypeError as exc:
             raise ValueError(f"not a calibration: {exc}") from None
+
+    def llr_bounds(self) -> tuple[float, float]:
+        """The most extreme LLRs the fitting trials support (a calibration written before
+        the bounds were stored: the bounds from its trial counts alone)."""
+        if self.llr_range:
+            return float(self.llr_range[0]), float(self.llr_range[1])
+        return -math.log(self.targets + 1), math.log(self.trials - self.targets + 1)
+
+    def seconds_range(self) -> tuple[float, float]:
+        """The shorter input's seconds of speech the calibration was fitted on."""
+        return math.exp(self.q_range[0]), math.exp(self.q_range[1])
 
     def _q(self, q) -> np.ndarray:
         q = np.asarray(0.0 if q is None else q, np.float64)
@@ -94,6 +113,10 @@ class Calibration:
         )
 
     def llr(self, scores, q=None) -> np.ndarray:
+        """LLRs, bounded by :meth:`llr_bounds`."""
+        return np.clip(self.raw_llr(scores, q), *self.llr_bounds())
+
+    def raw_llr(self, scores, q=None) -> np.ndarray:
         z, q = self.z(scores, q), self._q(q)
         w = self.weights
         return w[0] * z + w[1] * q + w[2] * z * q + self.bias
@@ -129,26 +152,56 @@ class Calibration:
             z = self.eer_z
         return float(np.interp(qq, knots, mean) + z * math.exp(np.interp(qq, knots, spread)))
 
-    def decide(self, score: float, q: float | None, rule: str = "eer", value: float = 0.0) -> dict:
-        """One trial's decision under ``rule`` (:meth:`threshold`), its LLR and the
-        probability of the same speaker at the rule's prior (0.5 unless ``prior``)."""
-        threshold = self.threshold(rule, value, q)
+    def decide(
+        self, score: float, q: float | None, rule: str = "prior", value: float = 0.5
+    ) -> dict:
+        """One trial's decision under ``rule`` (:meth:`threshold`), its bounded LLR and the
+        probability of the same speaker at ``at_prior``: the prior at which the rule's
+        threshold is the Bayes decision (``value`` for ``prior``). ``same_speaker`` holds
+        exactly when ``p_same >= 0.5``."""
+        lo, hi = self.llr_bounds()
         llr = float(self.llr(score, q))
-        prior = value if rule == "prior" else 0.5
+        if rule == "prior":
+            threshold = self.threshold(rule, value, q)
+            cut = -logit(value)
+            same = llr >= cut
+            if not lo <= cut <= hi:  # beyond what the evidence supports: no score reaches it
+                threshold = math.inf if cut > hi else -math.inf
+        else:
+            threshold = self.threshold(rule, value, q)
+            cut = float(self.llr(threshold, q))
+            same = score >= threshold
+            if same and llr < cut or not same and llr > cut:  # float ties at the bound
+                cut = llr
+        at_prior = 1 / (1 + math.exp(cut))
+        where = self.fitted_on or "the calibration trials"
         text = {
-            "eer": f"the equal-error-rate point of {self.fitted_on or 'the calibration trials'}",
-            "far": f"false accepts at {100 * value:g}% of {self.fitted_on or 'the calibration trials'}",
+            "eer": f"the equal-error-rate point of {where}",
+            "far": f"false accepts at {100 * value:g}% of {where}",
             "prior": f"the Bayes decision at target prior {value:g}",
         }[rule]
+        if rule != "prior":
+            text += f" (the Bayes decision at target prior {at_prior:.3g})"
+        p_same = 1 / (1 + math.exp(-(llr - cut)))
         return {
             "llr": round(llr, 4),
-            "p_same": round(1 / (1 + math.exp(-(llr + logit(prior)))), 4),
-            "at_prior": prior,
-            "same_speaker": bool(score >= threshold),
-            "threshold": round(threshold, 4),
-            "rule": rule if rule == "eer" else f"{rule}={value:g}",
+            "p_same": 0.5 if llr == cut else round(p_same, 4),
+            "at_prior": round(at_prior, 4),
+            "same_speaker": bool(same),
+            "threshold": threshold if math.isinf(threshold) else round(threshold, 4),
+            "rule": "eer" if rule == "eer" else f"{rule}={value:g}",
             "rule_text": text,
+            "llr_bounded": bool(self.raw_llr(score, q) != llr),
         }
+
+    def duration_note(self, q: float | None) -> str | None:
+        """``shorter`` or ``longer`` when the trial's shorter input lies outside the
+        durations the calibration was fitted on (its LLR is then bounded), else None."""
+        if q is None or not self.quality:
+            return None
+        if q < self.q_range[0] - 1e-9:
+            return "shorter"
+        return "longer" if q > self.q_range[1] + 1e-9 else None
 
 
 def _knots(q: np.ndarray, most: int = 6, least_each: int = 100) -> np.ndarray:
@@ -218,6 +271,11 @@ def fit_calibration(
         targets=n_tar,
         fitted_on=fitted_on,
     )
+    raw = cal.raw_llr(s, q if quality else None)
+    cal.llr_range = [
+        float(max(raw.min(), -math.log(n_tar + 1))),
+        float(min(raw.max(), math.log(n_non + 1))),
+    ]
     llr = cal.llr(s, q if quality else None)
     cal.report = {
         "cllr": cllr(llr, y),
@@ -227,7 +285,9 @@ def fit_calibration(
     return cal
 
 
-CUTS = (2.0, 1.0)  # calibration trials' test sides: full length, cut to 2 s and to 1 s
+# Calibration trials' test sides: full length, then cut to 2 s, 1 s and 0.5 s (the
+# shortest speech the commands accept, workers.quality.QualityLimits.min_speech_s).
+CUTS = (2.0, 1.0, 0.5)
 
 
 def cut_frames(frames: int, hop_s: float) -> list[int]:

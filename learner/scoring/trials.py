@@ -77,28 +77,42 @@ class TrialList:
 KALDI_LABELS = {"target": 1, "nontarget": 0}
 
 
-def read_trials(path: str | Path, names: Names) -> TrialList:
-    """A trial list in either common format, one trial per line:
+def parse_trial_lines(
+    path: str | Path, pairs: bool = False
+) -> list[tuple[int | None, str, str, int]]:
+    """The trials of a list as written: ``(label, enrol, test, line number)``, one per line,
+    in either common format:
 
     - VoxCeleb (Vox1-O, -E, -H): ``1 id10270/x6uYqmx31kE/00001.wav id10273/8cfyJEV7hP8/00001.wav``
     - Kaldi: ``<enrol> <test> target|nontarget`` (utterance ids or paths)
 
-    A trial naming a file the corpus does not have is skipped and counted, not fatal.
-    """
-    out = TrialList([], [])
+    and, with ``pairs``, a two-column pair list ``<enrol> <test>`` (label None)."""
+    out: list[tuple[int | None, str, str, int]] = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) == 3 and parts[0] in ("0", "1"):
-            label, a, b = int(parts[0]), parts[1], parts[2]
+            out.append((int(parts[0]), parts[1], parts[2], n))
         elif len(parts) == 3 and parts[2] in KALDI_LABELS:
-            label, a, b = KALDI_LABELS[parts[2]], parts[0], parts[1]
+            out.append((KALDI_LABELS[parts[2]], parts[0], parts[1], n))
+        elif len(parts) == 2 and pairs:
+            out.append((None, parts[0], parts[1], n))
         else:
             raise ValueError(
                 f"{path}:{n}: expected '1|0 <enrol> <test>' (VoxCeleb) or "
-                f"'<enrol> <test> target|nontarget' (Kaldi), got {line!r}"
+                f"'<enrol> <test> target|nontarget' (Kaldi)"
+                + (" or '<enrol> <test>' (pairs)" if pairs else "")
+                + f", got {line!r}"
             )
+    return out
+
+
+def read_trials(path: str | Path, names: Names) -> TrialList:
+    """A trial list (:func:`parse_trial_lines`) resolved against a corpus's ``names``. A
+    trial naming a file the corpus does not have is skipped and counted, not fatal."""
+    out = TrialList([], [])
+    for label, a, b, _ in parse_trial_lines(path):
         i, j = names.find(a), names.find(b)
         if i is None or j is None:
             out.missing += 1

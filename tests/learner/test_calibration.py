@@ -118,7 +118,73 @@ def test_actual_dcf_and_cross_fitting():
 
 
 def test_with_cuts_takes_test_sides_in_turn():
-    t = with_cuts([(1, 0, 1), (0, 0, 2), (1, 1, 2), (0, 1, 0)], n_items=3)
-    assert t.tolist() == [[1, 0, 1], [0, 0, 5], [1, 1, 8], [0, 1, 0]]
+    t = with_cuts([(1, 0, 1), (0, 0, 2), (1, 1, 2), (0, 1, 0), (1, 2, 0)], n_items=3)
+    # full, 2 s, 1 s, 0.5 s, then full again
+    assert t.tolist() == [[1, 0, 1], [0, 0, 5], [1, 1, 8], [0, 1, 9], [1, 2, 0]]
     assert log_duration(1.0, 5.0) == pytest.approx(0.0)
     assert log_duration(0.01, 5.0) == pytest.approx(math.log(0.25))  # clipped
+
+
+def skewed_calibration():
+    """Trials on which the EER point and the LLR = 0 point lie far apart (few, spread-out
+    targets): the old default rule (the EER point, probability at prior 0.5) said SAME
+    with P(same) < 0.5 on scores between the two."""
+    rng = np.random.default_rng(7)
+    n = 20000
+    y = rng.random(n) < 0.1
+    seconds = rng.choice([0.5, 1.0, 2.0, 6.0], n)
+    scores = np.where(y, rng.normal(0.45, 0.2, n), rng.normal(0.0, 0.1, n))
+    q = log_duration(seconds, np.full(n, 8.0))
+    return fit_calibration(scores, y, q), q
+
+
+def test_every_rule_agrees_with_its_probability():
+    cal, q = skewed_calibration()
+    grid = np.linspace(-0.5, 1.2, 341)
+    # The old rule's contradiction exists on these trials: between the EER threshold and
+    # the LLR = 0 score, the EER point accepts while the LLR says different.
+    t_eer = cal.threshold("eer", 0.0, float(q[0]))
+    llr_at = cal.llr(t_eer, q[0])
+    assert abs(float(llr_at)) > 0.3, "the constructed set must separate the two points"
+    for rule, value in (("prior", 0.5), ("prior", 0.05), ("eer", 0.0), ("far", 0.01), ("far", 0.2)):
+        for qq in (math.log(0.3), math.log(0.7), math.log(2.0), math.log(30.0)):
+            for s in grid:
+                d = cal.decide(float(s), qq, rule, value)
+                assert d["same_speaker"] == (d["p_same"] >= 0.5), (rule, value, qq, s, d)
+                if d["p_same"] != 0.5:
+                    assert d["same_speaker"] == (d["p_same"] > 0.5)
+    # The EER rule names the prior at which its threshold is the Bayes decision.
+    d = cal.decide(t_eer, float(q[0]), "eer", 0.0)
+    assert d["at_prior"] == pytest.approx(1 / (1 + math.exp(float(llr_at))), abs=1e-3)
+    assert "Bayes decision at target prior" in d["rule_text"]
+
+
+def test_llrs_are_bounded_by_the_evidence():
+    cal, _ = skewed_calibration()
+    lo, hi = cal.llr_bounds()
+    assert hi <= math.log(cal.trials - cal.targets + 1) + 1e-9
+    assert lo >= -math.log(cal.targets + 1) - 1e-9
+    # Far outside the scores and the durations seen: never beyond the bound.
+    long_q = math.log(500.0)
+    assert cal.duration_note(long_q) == "longer"
+    assert cal.duration_note(math.log(0.3)) == "shorter"
+    assert cal.duration_note(math.log(1.5)) is None
+    assert float(cal.llr(5.0, long_q)) == pytest.approx(hi)
+    assert float(cal.raw_llr(5.0, long_q)) > hi  # what an unbounded map would claim
+    assert float(cal.llr(-5.0, long_q)) == pytest.approx(lo)
+    d = cal.decide(5.0, long_q, "prior", 0.5)
+    assert d["llr"] == pytest.approx(hi, abs=1e-4) and d["llr_bounded"]
+    # A prior beyond the evidence: no score reaches the Bayes threshold.
+    d = cal.decide(5.0, long_q, "prior", 1e-9)
+    assert not d["same_speaker"] and math.isinf(d["threshold"]) and d["p_same"] < 0.5
+
+
+def test_a_calibration_written_before_the_bounds_loads_and_bounds_by_its_counts():
+    cal, _ = skewed_calibration()
+    old = cal.as_dict()
+    del old["llr_range"]  # what checkpoints before this change hold
+    back = Calibration.from_dict(old)
+    lo, hi = back.llr_bounds()
+    assert (lo, hi) == (-math.log(cal.targets + 1), math.log(cal.trials - cal.targets + 1))
+    # Inside the bounds it maps exactly as before.
+    np.testing.assert_allclose(back.llr(0.2, 0.0), cal.raw_llr(0.2, 0.0))

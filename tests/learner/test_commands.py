@@ -18,7 +18,7 @@ import soundfile as sf
 from cluster.config import load_config
 from learner.checkpoint import CheckpointManager
 from learner.commands.evaluate import main as evaluate_main
-from learner.commands.speaker_model import SpeakerModel
+from learner.inference.speaker_model import SpeakerModel
 from learner.learner import Learner
 from workers.producer import BatchProducer
 
@@ -472,7 +472,7 @@ def test_a_long_input_is_embedded_in_bounded_memory(trained, tmp_path, monkeypat
     (measured with tracemalloc, not time; "long" is scaled down here to keep it quick)."""
     import tracemalloc
 
-    from learner.commands.speaker_model import SpeakerModel
+    from learner.inference.speaker_model import SpeakerModel
     from tests.fakes import voice
     from workers import extract
     from workers.quality import QualityLimits
@@ -544,7 +544,7 @@ def test_onnx_runtime_embeddings_equal_keras(which, trained, demo_checkpoint, le
     # Dynamic frames: one window of 8 s of features at once, not the training length.
     feats = keras_model.features(lengths["8s"])[None]
     want = np.asarray(keras_model.model(feats, training=False))
-    got = onnx_model._embed_batch(feats)
+    got = onnx_model.embed_batch(feats)
     assert feats.shape[1] > 700 and np.abs(want - got).max() < 1e-4
 
 
@@ -571,7 +571,7 @@ def test_the_onnx_path_runs_verify_without_tensorflow(trained, lengths, tmp_path
         "learner.verify", str(lengths["8s"]), str(lengths["1s"]), "-c", str(trained), "--json"
     )
     keras = json.loads(keras.stdout)
-    assert onnx["rule"] == keras["rule"] == "eer" and "llr" in onnx
+    assert onnx["rule"] == keras["rule"] == "prior=0.5" and "llr" in onnx
     assert onnx["threshold"] == pytest.approx(keras["threshold"], abs=1e-3)
     assert onnx["llr"] == pytest.approx(keras["llr"], abs=1e-2)
     assert onnx["same_speaker"] == keras["same_speaker"]
@@ -657,16 +657,27 @@ def test_calibrated_decisions_at_the_chosen_operating_point(trained, speech_subs
     run_cfg = SpeakerModel.load(trained).cfg
     assert len(ckpt.cohort()) == len(RunData.open(run_cfg.data, run_cfg.synthetic).train)
     a, b = files(speech_subset, "libri_1081")
-    rules = {(): "eer", ("--far", "0.01"): "far=0.01", ("--prior", "0.05"): "prior=0.05"}
+    rules = {
+        (): "prior=0.5",
+        ("--rule", "eer"): "eer",
+        ("--far", "0.01"): "far=0.01",
+        ("--prior", "0.05"): "prior=0.05",
+    }
     for extra, rule in rules.items():
         for asnorm in ((), ("--asnorm",)):
             out = run_cli("learner.verify", a, b, "-c", str(trained), "--json", *extra, *asnorm)
             r = json.loads(out.stdout)
             assert r["rule"] == rule and r["score_kind"] == ("asnorm" if asnorm else "cosine")
             assert out.returncode == (0 if r["same_speaker"] else 1)
-            assert r["same_speaker"] == (r["margin"] >= 0)
-            prior = 0.05 if rule.startswith("prior") else 0.5
-            assert r["at_prior"] == prior
+            # No margin where no score reaches the threshold (a prior beyond the LLRs the
+            # calibration supports: a 40-step model supports little).
+            assert r["same_speaker"] == (r["margin"] is not None and r["margin"] >= 0)
+            # One meaning: the probability is at the prior for which the rule's threshold
+            # is the Bayes decision, so it points the way the decision (and exit code) does.
+            assert r["same_speaker"] == (r["p_same"] >= 0.5)
+            prior = r["at_prior"]
+            if rule.startswith("prior"):
+                assert prior == float(rule.split("=")[1])
             assert r["p_same"] == pytest.approx(
                 1 / (1 + math.exp(-(r["llr"] + math.log(prior / (1 - prior))))), abs=2e-3
             )
@@ -719,3 +730,109 @@ def test_a_checkpoint_from_before_calibration_verifies_as_before(
     assert report["cohort_from"] == "run" and report["asnorm"]["cllr_after"] > 0
     assert SpeakerModel.load(old).cohort.shape == (report["cohort_speakers"], 32)
     assert verify([a, c, "-c", str(old), "--asnorm", "--prior", "0.05"]) in (0, 1)
+
+
+def test_verify_trials_equals_single_verify_calls(trained, speech_subset, tmp_path, capsys):
+    from learner.commands.verify import main as verify
+
+    paths = sorted(str(p.relative_to(speech_subset)) for p in speech_subset.glob("*/*.flac"))
+    rng = np.random.default_rng(0)
+    pairs = [tuple(rng.choice(len(paths), 2, replace=False)) for _ in range(20)]
+    lines = []
+    for k, (i, j) in enumerate(pairs):
+        label = int(paths[i].split("/")[0] == paths[j].split("/")[0])
+        # the three formats in one list: VoxCeleb, Kaldi, a plain pair
+        lines.append(
+            [
+                f"{label} {paths[i]} {paths[j]}",
+                f"{paths[i]} {paths[j]} {'target' if label else 'nontarget'}",
+                f"{paths[i]} {paths[j]}",
+            ][k % 3]
+        )
+    listed = tmp_path / "trials.txt"
+    listed.write_text("\n".join(lines) + "\n")
+    code = verify(
+        [
+            "--trials",
+            str(listed),
+            "--root",
+            str(speech_subset),
+            "-c",
+            str(trained),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    rows = (tmp_path / "out" / "decisions.tsv").read_text().splitlines()
+    header, rows = rows[0].split("\t"), [r.split("\t") for r in rows[1:]]
+    assert len(rows) == 20 and header[:6] == ["enrol", "test", "score", "llr", "p_same", "decision"]
+    capsys.readouterr()
+    for (i, j), row in zip(pairs, rows, strict=True):
+        code = verify(
+            [
+                str(speech_subset / paths[i]),
+                str(speech_subset / paths[j]),
+                "-c",
+                str(trained),
+                "--json",
+            ]
+        )
+        single = json.loads(capsys.readouterr().out)
+        assert float(row[2]) == pytest.approx(single["score"], abs=1e-4)
+        assert float(row[3]) == pytest.approx(single["llr"], abs=1e-3)
+        assert row[5] == ("same" if single["same_speaker"] else "different")
+        assert code == (0 if single["same_speaker"] else 1)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trials"] == 20 and summary["files"] == len({p for ij in pairs for p in ij})
+
+
+def test_an_input_shorter_than_the_calibration_is_said_and_strict_refuses_it(
+    trained, speech_subset, tmp_path, capsys
+):
+    from learner.checkpoint import resolve
+    from learner.commands.verify import main as verify
+
+    # A checkpoint whose calibration was fitted down to 1 s (as before the 0.5 s cuts).
+    ckpt = tmp_path / "ckpt-00000040"
+    shutil.copytree(resolve(trained).path, ckpt)
+    cals = json.loads((ckpt / "calibration.json").read_text())
+    for cal in cals.values():
+        cal["q_range"][0] = math.log(1.0)
+    (ckpt / "calibration.json").write_text(json.dumps(cals))
+    speech = sf.read(files(speech_subset, "libri_1081", 1)[0])[0]
+    sf.write(tmp_path / "short.wav", speech[: int(0.7 * 16000)], 16000)
+    b = files(speech_subset, "libri_1081", 2)[1]
+    code = verify([str(tmp_path / "short.wav"), b, "-c", str(ckpt), "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and r["outside_calibration"] == "shorter"
+    assert r["calibrated_seconds"][0] == pytest.approx(1.0, abs=1e-3)
+    verify([str(tmp_path / "short.wav"), b, "-c", str(ckpt)])
+    assert "shorter than the calibration" in capsys.readouterr().out
+    assert verify([str(tmp_path / "short.wav"), b, "-c", str(ckpt), "--strict"]) == 2
+    assert "--strict" in capsys.readouterr().err
+    # The run's own calibration was fitted down to 0.5 s: the same input is inside it.
+    assert verify([str(tmp_path / "short.wav"), b, "-c", str(trained), "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["outside_calibration"] is None
+
+
+def test_evaluate_says_which_trials_involve_the_runs_training_speakers(
+    trained, speech_subset, tmp_path, capsys
+):
+    from cluster.runs import RunDir
+    from learner.commands.evaluate import main as evaluate
+
+    run = RunDir.of_checkpoint(SpeakerModel.load(trained).source)
+    assert run is not None and run.path == Path(trained).resolve()
+    run.write_speakers(str(speech_subset), ["libri_1081", "libri_2182"], ["libri_103"])
+    assert run.read_speakers()["training"] == ["libri_1081", "libri_2182"]
+    out = tmp_path / "eval"
+    assert (
+        evaluate(
+            ["--data", str(speech_subset), "-c", str(trained), "-o", str(out), "--n-trials", "200"]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["training_speakers_seen"] == 2 and summary["trials_with_training_speakers"] > 0
+    assert "trained on" in capsys.readouterr().out

@@ -108,7 +108,7 @@ def setup(synthetic_root):
 
 def test_aam_triplet_pretrains_then_joins_saves_its_head_apart_and_averages(setup, tmp_path):
     from learner.actor import build_learner
-    from learner.commands.speaker_model import SpeakerModel
+    from learner.inference.speaker_model import SpeakerModel
 
     cfg, batches = setup
     learner = build_learner(cfg, tmp_path, device="cpu")

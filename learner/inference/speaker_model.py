@@ -208,14 +208,14 @@ class SpeakerModel:
         """The front end's log-mel, built once (window and filterbank), not per file."""
         return LogMel(self.cfg.features)
 
-    def _embed_batch(self, x: np.ndarray) -> np.ndarray:
+    def embed_batch(self, x: np.ndarray) -> np.ndarray:
         if self.runtime == "onnx":
             name = self.model.get_inputs()[0].name
             return np.asarray(self.model.run(None, {name: x.astype(np.float32)})[0], np.float32)
         return np.asarray(self.model(x, training=False), dtype=np.float32)
 
     def embed_features(self, feats: list[np.ndarray]) -> np.ndarray:
-        return embed_features(feats, self._embed_batch, self.cfg.sampler.frames)
+        return embed_features(feats, self.embed_batch, self.cfg.sampler.frames)
 
     def embed_file(self, path: str | Path) -> np.ndarray:
         return self.embed(path)[0]
