@@ -214,6 +214,10 @@ class LearnerConfig:
     device: str = "auto"  # auto | cpu | gpu
     mixed_precision: str = "auto"  # auto (on GPU) | on | off
     seed: int = 0
+    # Fine-tuning (--init-from): the parent checkpoint the network's weights start from and
+    # the fingerprint of those weights (the run's lineage); empty for a run from scratch.
+    init_from: str = ""
+    init_fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,8 +272,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(preset: str = "demo", overrides: list[str] | None = None) -> RunConfig:
-    """Preset name or YAML path, then ``section.key=value`` overrides, validated."""
+def _preset_path(preset: str) -> Path:
     path = Path(preset)
     if not path.suffix:
         path = PRESET_DIR / f"{preset}.yaml"
@@ -277,8 +280,33 @@ def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Run
             raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
     elif not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    return path
+
+
+def read_preset(preset: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset's fields: its YAML, on top of the preset it ``extends`` (if any), so a preset
+    says only what differs from its base."""
+    path = _preset_path(preset)
     data = _read_yaml(path)
-    data.setdefault("preset", path.stem)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    chain = (*seen, path.resolve())
+    if not isinstance(base, str) or _preset_path(base).resolve() in chain:
+        raise ConfigError(f"{path}: 'extends: {base}' must name another preset, without a cycle")
+    return merge(read_preset(base, chain), data)
+
+
+def load_config(
+    preset: str = "demo", overrides: list[str] | None = None, overlay: str | None = None
+) -> RunConfig:
+    """Preset name or YAML path (with the preset it ``extends``), then the ``overlay``
+    preset's fields (``finetune`` for ``--init-from``), then ``section.key=value``
+    overrides, validated."""
+    data = read_preset(preset)
+    data.setdefault("preset", _preset_path(preset).stem)
+    if overlay:
+        data = merge(data, read_preset(str(PRESET_DIR / "overlays" / f"{overlay}.yaml")))
     for text in overrides or []:
         data = merge(data, parse_override(text))
     return build(RunConfig, data)

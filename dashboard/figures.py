@@ -6,8 +6,10 @@ and validating graph objects cost ~70 ms per figure, more than reading the data.
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -189,8 +191,22 @@ def summary_line(s: RunSeries) -> str:
     return (
         f"Run {s.run_id} ({status}) · step {step}"
         f"{f' of {int(max_steps)}' if math.isfinite(max_steps) else ''} · "
-        f"{rate:.2f} steps/s{eta}{best} · {n} points{calibration_text(s)}"
+        f"{rate:.2f} steps/s{eta}{best} · {n} points{calibration_text(s)}{lineage_text(s)}"
     )
+
+
+def lineage_text(s: RunSeries) -> str:
+    """`` · fine-tuned from <parent> (weights <fingerprint>)`` for a run started with
+    ``--init-from``; empty for a run from scratch (or a config that cannot be read)."""
+    try:
+        learner = json.loads(s.meta.get("config", "{}")).get("learner", {})
+    except (ValueError, AttributeError):
+        return ""
+    parent = learner.get("init_from") if isinstance(learner, dict) else None
+    if not parent:
+        return ""
+    where = "/".join(Path(str(parent)).parts[-3:])
+    return f" · fine-tuned from {where} (weights {learner.get('init_fingerprint') or '?'})"
 
 
 def steps_per_second(s: RunSeries, window: int = 50) -> float:

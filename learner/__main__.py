@@ -25,7 +25,14 @@ import sys
 import time
 from typing import Any
 
-from cluster.config import ConfigError, RunConfig, apply_overrides, load_config, replace
+from cluster.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    replace,
+)
 from cluster.metrics import public_url
 from cluster.runs import RunDir, UnsafeRunFolder, is_run_id
 
@@ -60,6 +67,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="train until this step (learner.max_steps)")
     p.add_argument(
         "--resume", metavar="RUN", help="continue a run directory from its last checkpoint"
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN|CHECKPOINT",
+        help="fine-tune: start the network from a trained run's checkpoint (the one -c RUN "
+        "resolves to) with its feature and model settings, a new classifier head for --data's "
+        "speakers, and the fine-tuning schedule (cluster/presets/overlays/finetune.yaml: lr "
+        "1e-4, a tenth of the small preset's time); repeat --data to mix in the old corpus",
     )
     p.add_argument("--runs", default="runs", help="where run directories are created")
     p.add_argument("--run-id", help="name of the new run directory (default: time-based)")
@@ -99,6 +114,8 @@ def resolve_config(a: argparse.Namespace):
         overrides.append(f"learner.device={a.device}")
     if a.producers is not None:
         overrides.append(f"producer.count={a.producers}")
+    if a.resume and a.init_from:
+        raise ConfigError("--resume continues a run (a fine-tuning run too): drop --init-from")
     if a.resume:
         from learner.checkpoint import CheckpointManager
 
@@ -127,8 +144,41 @@ def resolve_config(a: argparse.Namespace):
             f"--run-id {a.run_id!r}: a run id is a plain name (letters, digits, '.', '_', '-'), "
             "not a path; use --runs for where runs go"
         )
-    cfg, url = without_secret(load_config(a.preset or default_preset(a.data), overrides))
+    if a.init_from:
+        cfg = fine_tuning_config(a.init_from, a.preset or default_preset(a.data), overrides)
+    else:
+        cfg = load_config(a.preset or default_preset(a.data), overrides)
+    cfg, url = without_secret(cfg)
     return cfg, None, None, url  # the run folder is made once the corpus is known usable
+
+
+def fine_tuning_config(parent: str, preset: str, overrides: list[str]) -> RunConfig:
+    """The config of a run that starts from ``parent``'s network: ``preset`` with the
+    fine-tuning overlay and ``overrides``, its features and model the parent's. An override
+    of either, to another value, is refused and named; the lineage is recorded."""
+    from learner.checkpoint import CheckpointError, resolve
+
+    try:
+        ckpt = resolve(parent)
+        old = config_from_dict(ckpt.state()["config"])
+    except (CheckpointError, KeyError, ValueError) as exc:
+        raise ConfigError(f"--init-from {parent}: not a usable checkpoint ({exc})") from None
+    cfg = load_config(preset, overrides, overlay="finetune")
+    for section in RESUME_FIXED:
+        mine, theirs = getattr(cfg, section), getattr(old, section)
+        for key in mine.__dict__:
+            given = any(o.split("=", 1)[0].strip() == f"{section}.{key}" for o in overrides)
+            if given and getattr(mine, key) != getattr(theirs, key):
+                raise ConfigError(
+                    f"--set {section}.{key}={getattr(mine, key)}: --init-from keeps the parent's "
+                    f"network and features ({section}.{key}={getattr(theirs, key)} in {ckpt.path})"
+                )
+    return replace(
+        cfg,
+        features=old.features.__dict__,
+        model=old.model.__dict__,
+        learner={"init_from": str(ckpt.path.resolve()), "init_fingerprint": ckpt.fingerprint()},
+    )
 
 
 class Terminated(KeyboardInterrupt):
@@ -186,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if run.read_speakers() is None:  # a new run, or one from before the file
         run.write_speakers(cfg.data.path or "synthetic", list(data.train), list(data.held))
+    if cfg.learner.init_from:
+        log.info(
+            "fine-tuning from %s (weights %s)", cfg.learner.init_from, cfg.learner.init_fingerprint
+        )
     log.info(
         "run %s: %s; %d training and %d held-out speakers",
         run.run_id,

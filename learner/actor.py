@@ -18,7 +18,7 @@ from cluster.metrics import NULL_METRICS, MetricsWriter
 from cluster.queue import BatchStream, DataTimeout, attach_queue
 from cluster.ray_session import NAMESPACE
 from cluster.registry import attach_registry
-from learner.checkpoint import resolve
+from learner.checkpoint import Checkpoint, resolve
 from learner.heldout import Cohort, HeldOutEval
 from learner.learner import Learner
 from learner.train_step import resolve_device, use_mixed_precision
@@ -112,6 +112,9 @@ class LearnerActor:
         if resume:
             self.learner.restore(resolve(resume))
             self.metrics.resumed_at(self.learner.step)
+        elif self.cfg.learner.init_from:  # fine-tuning: the parent's network, all else new
+            lc = self.cfg.learner
+            self.learner.start_from(Checkpoint(Path(lc.init_from)), lc.init_fingerprint)
         self.run_id = run_id
         self.lock = threading.Lock()
 

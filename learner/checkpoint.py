@@ -24,6 +24,7 @@ renamed out of sight before it is deleted, so deletion is atomic too
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -92,6 +93,15 @@ class Checkpoint:
                 raise CheckpointError(f"{path}: not a calibration file")
             return found
         return dict(self.state().get("calibration") or {})
+
+    def fingerprint(self) -> str:
+        """Identifies the weights: a hash of ``weights.npz`` (what ``SpeakerModel``, embedding
+        files and fine-tuning lineage record)."""
+        digest = hashlib.sha1()
+        with open(self.path / "weights.npz", "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
 
     def cohort(self) -> np.ndarray | None:
         """The AS-norm cohort (``[speakers, D]`` unit vectors), None if none was stored."""

@@ -365,6 +365,25 @@ class Learner:
         head = self.train_step.head
         return {"head": variables_to_arrays(head.variables)} if head is not None else {}
 
+    def start_from(self, ckpt: Checkpoint, fingerprint: str = "") -> None:
+        """Fine-tuning (``learner.init_from``): the network's weights from ``ckpt``, whose
+        features must be this run's and whose weights must still be the ones the run was
+        started from (``fingerprint``); the classifier head, optimiser and schedule start
+        afresh."""
+        state = ckpt.state()
+        if state.get("feature_spec") != self.spec:
+            raise CheckpointError(
+                f"{ckpt.path} was trained with feature spec {state.get('feature_spec')}, this "
+                f"run uses {self.spec}: the feature settings differ"
+            )
+        if fingerprint and ckpt.fingerprint() != fingerprint:
+            raise CheckpointError(
+                f"{ckpt.path}: its weights are not the ones this run was started from "
+                f"({fingerprint}): the parent checkpoint changed"
+            )
+        assign_arrays(self.model.variables, ckpt.arrays("weights"), f"{ckpt.path} weights")
+        log.info("fine-tuning from %s (weights %s)", ckpt.path, fingerprint or "unchecked")
+
     def restore(self, ckpt: Checkpoint) -> dict[str, Any]:
         state = ckpt.state()
         if state.get("feature_spec") != self.spec:

@@ -139,3 +139,36 @@ def write_run(url: str, run_id: str, steps: int, start: int = 0, evals: bool = T
             )
             w.event("checkpoint", {"step": s, "reason": "periodic"})
     w.close()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, speech_subset) -> Path:
+    """A smoke-size model trained for 40 steps on real speech (the fixture), its run folder:
+    the best checkpoint with threshold, calibrations and cohort. For the inference tests."""
+    import queue
+
+    from cluster.config import load_config
+    from learner.actor import build_learner
+    from learner.checkpoint import CheckpointManager
+    from workers.producer import BatchProducer
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(
+        "smoke",
+        [
+            f"data.path={speech_subset}",
+            "data.eval_fraction=0.3",
+            "sampler.frames=100",
+            "sampler.triplets=8",
+            "learner.max_steps=40",
+            "learner.eval_every=20",
+            "learner.checkpoint_every=0",
+            "learner.eval_trials=300",
+        ],
+    )
+    learner = build_learner(cfg, run, device="cpu")
+    q: queue.Queue = queue.Queue()
+    BatchProducer.from_config(cfg, 0, q).run(max_batches=40)
+    learner.fit([q.get() for _ in range(40)])
+    assert CheckpointManager(run / "checkpoints").best() is not None
+    return run

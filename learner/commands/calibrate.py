@@ -42,8 +42,8 @@ def make_cohort(model: SpeakerModel, how: str) -> tuple[np.ndarray | None, str]:
     """The AS-norm cohort and where it came from (``stored``, ``run``, a folder, ``none``)."""
     if how == "none":
         return None, "none"
-    if how == "auto" and model.cohort is not None:
-        return model.cohort, "stored"
+    if how == "auto" and model.scoring_cohort is not None:
+        return model.scoring_cohort, "stored"
     if how == "auto":
         from learner.heldout import Cohort
         from workers.corpus import CorpusError
@@ -136,7 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             }
         report["cohort_speakers"] = 0 if cohort is None else len(cohort)
         report["cohort_from"] = made
-        if not a.dry_run:
+        if not a.dry_run and model.domain is not None:
+            # An adapted checkpoint embeds through its domain's transform: the labelled
+            # calibration is of that space, and replaces the domain's unlabelled estimate.
+            model.domain.calibrations.update(new_cals)
+            if made not in ("stored", "none"):
+                model.domain.cohort = cohort
+            model.domain.info["calibrated_with_labels"] = where
+            model.domain.write(model.checkpoint.path)
+            report["written"] = str(model.checkpoint.path / "domain.json")
+        elif not a.dry_run:
             merged = {k: v.as_dict() for k, v in model.calibrations.items()}
             fresh = cohort if made not in ("stored", "none") else None
             model.checkpoint.write_extras({**merged, **new}, fresh)

@@ -313,12 +313,12 @@ def stored_or_folder_cohort(model, folder: str) -> np.ndarray:
     """The cohort for AS-norm: the checkpoint's stored cohort (``""``), or one made from
     ``folder`` by the one cohort rule (``learner.inference.recordings.folder_cohort``)."""
     if not folder:
-        if model.cohort is None:
+        if model.scoring_cohort is None:
             raise ValueError(
                 f"{model.source} stores no cohort: give --asnorm COHORT_DIR, or run python -m "
                 "learner.calibrate on it"
             )
-        return model.cohort
+        return model.scoring_cohort
     from learner.inference.recordings import folder_cohort
 
     return folder_cohort(model, folder)

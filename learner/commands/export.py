@@ -55,6 +55,8 @@ def export(
     c = model.cfg.features
     if model.cohort is not None:  # AS-norm with the export, as with the checkpoint
         np.save(out / "cohort.npy", model.cohort)
+    if model.domain is not None:  # learner.adapt's domain, applied by the ONNX runtime too
+        model.domain.write(out)
     (out / "frontend.json").write_text(
         json.dumps(
             {
@@ -73,7 +75,7 @@ def export(
                 "feature_spec": c.fingerprint(),
                 "threshold": model.threshold,
                 "calibration": {k: v.as_dict() for k, v in model.calibrations.items()},
-                "fingerprint": model.fingerprint,
+                "fingerprint": model.weights_id,
                 "checkpoint": str(model.source),
                 "config": model.cfg.to_dict(),
             },

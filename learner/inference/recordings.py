@@ -52,7 +52,8 @@ def cut_recordings(
     model: SpeakerModel, paths: Sequence[Path], progress: bool | None = None
 ) -> tuple[CutEmbeddings, np.ndarray]:
     """The usable files' embeddings at full length and cut to each calibration duration
-    (rows in the order of ``paths``, unusable files left out), and which files were used."""
+    (rows in the order of ``paths``, unusable files left out), and which files were used.
+    An adapted model's embeddings go through its domain's transform, as everywhere else."""
     feats, ok = read_recordings(model, paths, progress)
     hop = model.cfg.features.hop_ms / 1000
     with progress_bar(1 + len(CUTS), "embedding", "version", progress) as bar:
@@ -63,7 +64,7 @@ def cut_recordings(
             hop,
             progress=lambda k: bar.update(1),
         )
-    return cuts, ok
+    return (cuts.transformed(model.domain.transform) if model.domain else cuts), ok
 
 
 def folder_groups(files: Sequence[Path], root: Path) -> list[list[int]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import numpy as np
 
 from cluster.config import RunConfig, config_from_dict
 from learner.checkpoint import Checkpoint, CheckpointError, assign_arrays, resolve
+from learner.inference.domain import Domain
 from learner.scoring.calibration import Calibration
 from learner.scoring.scores import as_norm
 from learner.scoring.windows import embed_features
@@ -74,6 +74,9 @@ class SpeakerModel:
     weights_fingerprint: str = ""  # an ONNX export's, recorded from its checkpoint
     calibrations: dict[str, Calibration] = dataclasses.field(default_factory=dict)
     cohort: np.ndarray | None = None  # training-speaker embeddings for AS-norm
+    # Stored by python -m learner.adapt: the domain's mean is removed from every embedding,
+    # its cohort and calibrations replace the run's (learner.inference.domain).
+    domain: Domain | None = None
 
     @classmethod
     def load(
@@ -118,6 +121,7 @@ class SpeakerModel:
             source=ckpt.path,
             calibrations=read_calibrations(ckpt.calibrations(), ckpt.path),
             cohort=ckpt.cohort(),
+            domain=read_domain(ckpt.path),
         )
 
     @classmethod
@@ -156,23 +160,26 @@ class SpeakerModel:
             weights_fingerprint=str(front.get("fingerprint", "")),
             calibrations=read_calibrations(front.get("calibration") or {}, front_file),
             cohort=read_cohort(path.parent / "cohort.npy"),
+            domain=read_domain(path.parent),
         )
 
     @property
     def spec(self) -> str:
         return self.cfg.features.fingerprint()
 
-    @functools.cached_property
+    @property
     def fingerprint(self) -> str:
+        """Identifies the embeddings: the weights (:attr:`weights_id`) and, once adapted,
+        the domain's transform (``+`` its fingerprint): vectors of two never mix."""
+        return self.weights_id + (f"+{self.domain.fingerprint}" if self.domain else "")
+
+    @functools.cached_property
+    def weights_id(self) -> str:
         """Identifies the weights: a hash of the checkpoint's weights file (an ONNX export
         carries its checkpoint's, so their embeddings mix: parity is tested)."""
         if self.checkpoint is None:
             return self.weights_fingerprint
-        digest = hashlib.sha1()
-        with open(self.checkpoint.path / "weights.npz", "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16]
+        return self.checkpoint.fingerprint()
 
     def features(self, path: str | Path) -> np.ndarray:
         return self.analyse(path)[0]
@@ -215,7 +222,9 @@ class SpeakerModel:
         return np.asarray(self.model(x, training=False), dtype=np.float32)
 
     def embed_features(self, feats: list[np.ndarray]) -> np.ndarray:
-        return embed_features(feats, self.embed_batch, self.cfg.sampler.frames)
+        """One unit embedding per utterance, through the domain's transform when adapted."""
+        emb = embed_features(feats, self.embed_batch, self.cfg.sampler.frames)
+        return self.domain.transform(emb) if self.domain is not None and len(emb) else emb
 
     def embed_file(self, path: str | Path) -> np.ndarray:
         return self.embed(path)[0]
@@ -229,11 +238,22 @@ class SpeakerModel:
         return float(self.embed_file(a) @ self.embed_file(b))
 
     def calibration(self, asnorm: bool = False) -> Calibration | None:
-        return self.calibrations.get("asnorm" if asnorm else "cosine")
+        """The calibration that decides: the domain's once adapted, else the run's (or
+        ``learner.calibrate``'s)."""
+        found = self.domain.calibrations if self.domain is not None else self.calibrations
+        return found.get("asnorm" if asnorm else "cosine")
+
+    @property
+    def scoring_cohort(self) -> np.ndarray | None:
+        """The AS-norm cohort scores are normalised against: the domain's once adapted."""
+        if self.domain is not None and self.domain.cohort is not None:
+            return self.domain.cohort
+        return self.cohort
 
     def normalised(self, scores: np.ndarray, probe: np.ndarray, refs: np.ndarray) -> np.ndarray:
         """AS-norm of ``scores`` (``refs @ probe``) against the stored cohort."""
-        if self.cohort is None or not len(self.cohort):
+        cohort = self.scoring_cohort
+        if cohort is None or not len(cohort):
             raise ValueError(
                 f"{self.source} stores no AS-norm cohort (a checkpoint from before cohorts, or "
                 "from a run that did not finish): python -m learner.calibrate --data DIR -c "
@@ -241,7 +261,7 @@ class SpeakerModel:
             )
         emb = np.vstack([probe[None], refs])
         trials = [(0, 0, k + 1) for k in range(len(refs))]
-        return as_norm(np.asarray(scores, np.float64), emb, trials, self.cohort)
+        return as_norm(np.asarray(scores, np.float64), emb, trials, cohort)
 
 
 def read_calibrations(found: dict, where: Path) -> dict[str, Calibration]:
@@ -249,6 +269,13 @@ def read_calibrations(found: dict, where: Path) -> dict[str, Calibration]:
         return {k: Calibration.from_dict(v) for k, v in found.items() if v}
     except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{where}: unreadable calibration ({exc})") from None
+
+
+def read_domain(folder: Path) -> Domain | None:
+    try:
+        return Domain.read(folder)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def read_cohort(path: Path) -> np.ndarray | None:

@@ -178,7 +178,7 @@ class Calibration:
         text = {
             "eer": f"the equal-error-rate point of {where}",
             "far": f"false accepts at {100 * value:g}% of {where}",
-            "prior": f"the Bayes decision at target prior {value:g}",
+            "prior": f"the Bayes decision at target prior {value:g}, calibrated on {where}",
         }[rule]
         if rule != "prior":
             text += f" (the Bayes decision at target prior {at_prior:.3g})"
@@ -214,6 +214,35 @@ def _knots(q: np.ndarray, most: int = 6, least_each: int = 100) -> np.ndarray:
     return np.array([float(np.median(q))])
 
 
+def weighted_quantiles(x: np.ndarray, w: np.ndarray, p) -> np.ndarray:
+    """Quantiles ``p`` of ``x`` with weights ``w`` (the inverted CDF; equal weights give
+    NumPy's own ``inverted_cdf``)."""
+    return np.quantile(x, p, weights=w, method="inverted_cdf")
+
+
+def nontarget_profile(s: np.ndarray, q: np.ndarray, w: np.ndarray, quality: bool):
+    """The quality normalisation of step 1, from scores weighted by how much each is a
+    non-target (``w``: 1 or 0 with labels; the posterior of a non-target without them,
+    ``learner.scoring.unlabelled``): knots of ``q``, the non-targets' weighted mean and log
+    spread at each, and each knot's ``QUANTILES`` quantiles of its non-targets' ``z``."""
+    keep = w > 0
+    knots = _knots(q[keep]) if quality else np.zeros(1)
+    nearest = np.abs(q[:, None] - knots[None]).argmin(axis=1)
+    mean, spread = [], []
+    for k in range(len(knots)):
+        at = nearest == k
+        m = float(np.average(s[at], weights=w[at]))
+        mean.append(m)
+        spread.append(float(np.log(np.sqrt(np.average((s[at] - m) ** 2, weights=w[at])) + 1e-9)))
+    z = (s - np.interp(q, knots, mean)) / np.exp(np.interp(q, knots, spread))
+    grid = np.linspace(0, 1, QUANTILES)
+    quantiles = [
+        [round(float(v), 5) for v in weighted_quantiles(z[at], w[at], grid)]
+        for at in (nearest == k for k in range(len(knots)))
+    ]
+    return knots, mean, spread, quantiles
+
+
 def fit_calibration(
     scores,
     labels,
@@ -235,13 +264,8 @@ def fit_calibration(
     quality = q is not None and np.ptp(np.asarray(q, np.float64)) > 0
     q = np.asarray(q, np.float64) if quality else np.zeros_like(s)
     non = ~y
-    knots = _knots(q[non]) if quality else np.zeros(1)
-    nearest = np.abs(q[non][:, None] - knots[None]).argmin(axis=1)
-    groups = [s[non][nearest == k] for k in range(len(knots))]
-    mean = [float(g.mean()) for g in groups]
-    spread = [float(np.log(g.std() + 1e-9)) for g in groups]
+    knots, mean, spread, nontarget_z = nontarget_profile(s, q, non.astype(np.float64), quality)
     z = (s - np.interp(q, knots, mean)) / np.exp(np.interp(q, knots, spread))
-    z_non = [z[non][nearest == k] for k in range(len(knots))]
     weight = np.where(y, prior / n_tar, (1 - prior) / n_non)
     weight *= len(y) / weight.sum()
     # Higher scores must mean more evidence at every duration seen: if a fit says
@@ -262,10 +286,7 @@ def fit_calibration(
         bias=bias - logit(prior),
         q_range=[float(q.min()), float(q.max())],
         eer_z=eer_of(z, y)[1],
-        nontarget_z=[
-            [round(float(v), 5) for v in np.quantile(g, np.linspace(0, 1, QUANTILES))]
-            for g in z_non
-        ],
+        nontarget_z=nontarget_z,
         prior=prior,
         trials=len(y),
         targets=n_tar,

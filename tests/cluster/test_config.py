@@ -1,6 +1,7 @@
 import pytest
+import yaml
 
-from cluster.config import ConfigError, load_config, preset_names, replace
+from cluster.config import PRESET_DIR, ConfigError, load_config, preset_names, replace
 
 
 def test_presets_load_and_differ():
@@ -121,3 +122,23 @@ def test_feature_settings_that_do_not_fit_together_are_refused_naming_the_keys(o
         load_config("demo", [override])
     assert all(k in str(err.value) for k in keys), str(err.value)
     load_config("demo", ["features.fmin=300", "features.fmax=3400", "features.n_fft=400"])
+
+
+def test_a_preset_extends_another_and_an_overlay_lays_over_it(tmp_path):
+    from cluster.config import read_preset
+
+    # small says only what differs from demo
+    assert set(read_preset("small")) >= {"model", "learner"}
+    assert "augment" not in yaml.safe_load((PRESET_DIR / "small.yaml").read_text())
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: smoke\nlearner: {lr: 0.002}\n")
+    cfg, smoke = load_config(str(child)), load_config("smoke")
+    assert cfg.learner.lr == 0.002 and cfg.sampler == smoke.sampler
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(ConfigError, match="without a cycle"):
+        load_config(str(loop))
+    tuned = load_config("small", ["learner.lr=5e-5"], overlay="finetune")
+    assert tuned.learner.lr == 5e-5 and tuned.learner.pretrain_steps == 50  # overrides last
+    assert tuned.learner.max_minutes == 2 and tuned.model == load_config("small").model
+    assert "finetune" not in preset_names()

@@ -440,3 +440,49 @@ def test_a_redis_password_in_the_config_is_used_but_never_written(tmp_path):
         assert secret not in out.stderr
     finally:
         server.stop()
+
+
+def test_fine_tuning_starts_from_a_run_keeps_its_network_and_resumes(tmp_path):
+    from cluster.config import load_config
+    from learner.checkpoint import resolve
+
+    parent = run(learner_cmd("--runs", str(tmp_path), "--run-id", "parent"))
+    assert parent.returncode == 0, parent.stderr[-3000:]
+    parent_ckpt = resolve(tmp_path / "parent")
+    tune = learner_cmd(
+        "--runs", str(tmp_path), "--run-id", "ft", "--init-from", str(tmp_path / "parent")
+    )
+    # The network and the features come from the parent: changing either is refused, named.
+    for key in ("model.width=0.5", "features.n_mels=40"):
+        refused = run([*tune, "--set", key])
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert key.split("=")[0] in refused.stderr
+        assert not (tmp_path / "ft").exists()
+    ft = run([*tune, "--steps", "4"])
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert f"fine-tuning from {parent_ckpt.path.resolve()}" in ft.stderr
+    cfg = load_config(str(tmp_path / "ft" / "config.yaml"))
+    parent_cfg = load_config(str(tmp_path / "parent" / "config.yaml"))
+    assert cfg.model == parent_cfg.model and cfg.features == parent_cfg.features
+    assert cfg.learner.init_from == str(parent_ckpt.path.resolve())
+    assert cfg.learner.init_fingerprint == parent_ckpt.fingerprint()
+    assert cfg.learner.lr == 1e-4  # the fine-tuning overlay, not the preset's rate
+    # It starts from the parent's weights: its first evaluation is the parent's model on the
+    # same held-out speakers and trials.
+    start = re.search(r"held-out EER ([\d.]+)% at the start", ft.stderr)
+    parent_eer = parent_ckpt.state().get("averaged_eval", parent_ckpt.state()["last_eval"])["eer"]
+    assert start and float(start.group(1)) == pytest.approx(100 * parent_eer, abs=0.051)
+    # Lineage travels with the checkpoint's config; --resume continues it like any run.
+    ft_ckpt = CheckpointManager(tmp_path / "ft" / "checkpoints").latest()
+    assert ft_ckpt.state()["config"]["learner"]["init_fingerprint"] == parent_ckpt.fingerprint()
+    again = run(learner_cmd("--resume", str(tmp_path / "ft"), "--steps", "6"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (
+        "resumed from" in again.stderr
+        and "fine-tuning from" not in again.stderr.split("resumed from")[1]
+    )
+    steps, status = train_steps(tmp_path / "ft")
+    assert steps == list(range(1, 7)) and status == "finished"
+    assert (
+        load_config(str(tmp_path / "ft" / "config.yaml")).learner.init_from == cfg.learner.init_from
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -20,36 +19,8 @@ from learner.checkpoint import CheckpointManager
 from learner.commands.evaluate import main as evaluate_main
 from learner.inference.speaker_model import SpeakerModel
 from learner.learner import Learner
-from workers.producer import BatchProducer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, speech_subset):
-    """A smoke-size model trained for 40 steps on real speech, best checkpoint with threshold."""
-    run = tmp_path_factory.mktemp("run")
-    cfg = load_config(
-        "smoke",
-        [
-            f"data.path={speech_subset}",
-            "data.eval_fraction=0.3",
-            "sampler.frames=100",
-            "sampler.triplets=8",
-            "learner.max_steps=40",
-            "learner.eval_every=20",
-            "learner.checkpoint_every=0",
-            "learner.eval_trials=300",
-        ],
-    )
-    from learner.actor import build_learner
-
-    learner: Learner = build_learner(cfg, run, device="cpu")
-    q: queue.Queue = queue.Queue()
-    BatchProducer.from_config(cfg, 0, q).run(max_batches=40)
-    learner.fit([q.get() for _ in range(40)])
-    assert CheckpointManager(run / "checkpoints").best() is not None
-    return run
 
 
 def files(root: Path, speaker: str, n: int = 2) -> list[str]:
@@ -506,7 +477,6 @@ def test_a_long_input_is_embedded_in_bounded_memory(trained, tmp_path, monkeypat
 @pytest.fixture(scope="module")
 def demo_checkpoint(tmp_path_factory, speech_subset):
     """An untrained demo-size checkpoint (parity does not depend on training)."""
-    from learner.learner import Learner
 
     # The triplet loss alone: the demo's classifier needs the corpus's classes and is never
     # part of what is exported.
@@ -822,7 +792,10 @@ def test_evaluate_says_which_trials_involve_the_runs_training_speakers(
     from cluster.runs import RunDir
     from learner.commands.evaluate import main as evaluate
 
-    run = RunDir.of_checkpoint(SpeakerModel.load(trained).source)
+    model = SpeakerModel.load(trained)
+    assert RunDir.of_checkpoint(model.source) is None  # the fixture's folder has no config
+    RunDir(Path(trained)).write_config(model.cfg)  # as the driver writes it
+    run = RunDir.of_checkpoint(model.source)
     assert run is not None and run.path == Path(trained).resolve()
     run.write_speakers(str(speech_subset), ["libri_1081", "libri_2182"], ["libri_103"])
     assert run.read_speakers()["training"] == ["libri_1081", "libri_2182"]
@@ -836,3 +809,5 @@ def test_evaluate_says_which_trials_involve_the_runs_training_speakers(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["training_speakers_seen"] == 2 and summary["trials_with_training_speakers"] > 0
     assert "trained on" in capsys.readouterr().out
+    run.speakers_file.unlink()  # leave the shared fixture as the other tests know it
+    run.config_file.unlink()
