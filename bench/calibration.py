@@ -5,8 +5,8 @@ A run trained on the shared speech set (``-c``; default ``runs/readme-real``, wh
 ``python -m learner --data ../shared/data/speech --run-id readme-real`` makes) is
 scored on its own held-out speakers (several recordings each). Those speakers are split
 in two halves by name; calibrations are fitted on one half's trials and measured on the
-other's, both ways round (so no figure is in-sample), with test sides cut to 1 s, 2 s
-or kept whole:
+other's, both ways round (so no figure is in-sample), with test sides cut to 0.5 s, 1 s,
+2 s or kept whole:
 
 - false-accept rate at a target rate (``--far``, 1% and 5%) for each test length, for
   the single cosine threshold of today (set at the target on full-length trials), the
@@ -16,6 +16,12 @@ or kept whole:
   LLR; minCllr and minDCF, which no calibration changes;
 - EER and minDCF with and without AS-norm (the checkpoint's cohort of training
   speakers, or one made from its training speakers when it predates cohorts);
+- decisions that agree with themselves: on the other half's trials, for every rule, the
+  decisions that contradict their printed probability (none should), and the largest |LLR|
+  on inputs far longer than any calibrated one against the bound and against what an
+  unbounded map would say;
+- ``verify --trials`` on ``--list-trials`` pairs with one model load (wall time, peak
+  memory) against single ``verify`` calls, ten timed and extrapolated;
 - what calibrating at every evaluation costs the learner: one held-out evaluation with and
   without it (``learner.calibrate``), interleaved, the same model and speakers;
 - the quality-based reject (``workers.quality``): AUROC of its score over every speech
@@ -148,6 +154,80 @@ def eval_cost(model, data, cfg, repeat: int = 3) -> dict:
     return out
 
 
+def decision_checks(fitted, trials, scored, mixed) -> dict:
+    """On the other half's trials, every length: decisions that contradict their printed
+    probability (per rule), and the largest |LLR| on inputs longer than the calibration saw
+    against the largest of its own fitting trials (the bound)."""
+    out: dict = {"contradictions": {}, "llr": {}}
+    rules = (("prior", 0.5), ("prior", 0.05), ("eer", 0.0), ("far", 0.01), ("far", 0.05))
+    for fit_half in (0, 1):
+        cal = fitted[fit_half][1]
+        s, _, q = mixed(trials[1 - fit_half])
+        for rule, value in rules:
+            key = rule if rule == "eer" else f"{rule}={value:g}"
+            bad = sum(
+                d["same_speaker"] != (d["p_same"] >= 0.5)
+                for k in range(0, len(s), 5)
+                for d in [cal.decide(float(s[k]), float(q[k]), rule, value)]
+            )
+            out["contradictions"][key] = out["contradictions"].get(key, 0) + int(bad)
+        long_q = np.full(len(s), np.log(600.0))  # ten minutes of speech: far beyond any fit
+        lo, hi = cal.llr_bounds()
+        out["llr"][f"half {fit_half}"] = {
+            "bound": [round(lo, 3), round(hi, 3)],
+            "largest_abs_in_fitting": round(
+                float(np.abs(cal.llr(*mixed(trials[fit_half])[::2])).max()), 3
+            ),
+            "largest_abs_long_inputs": round(float(np.abs(cal.llr(s, long_q)).max()), 3),
+            "largest_abs_long_inputs_unbounded": round(
+                float(np.abs(cal.raw_llr(s, long_q)).max()), 3
+            ),
+        }
+    return out
+
+
+def verify_trials_cost(checkpoint: str, held, usable: list[int], n_trials: int) -> dict:
+    """``verify --trials`` on ``n_trials`` trials of the held-out files (one process, wall
+    time and peak memory) against single ``verify`` calls, 10 timed and extrapolated."""
+    import resource
+    import subprocess
+    import tempfile
+    import time
+
+    rng = np.random.default_rng(0)
+    paths = [str(held.abspath(i)) for i in usable]
+    pairs = [tuple(rng.choice(len(paths), 2, replace=False)) for _ in range(n_trials)]
+    with tempfile.TemporaryDirectory() as tmp:
+        listed = Path(tmp) / "pairs.txt"
+        listed.write_text("".join(f"{paths[i]} {paths[j]}\n" for i, j in pairs))
+        cmd = [sys.executable, "-m", "learner.verify", "-c", checkpoint, "--no-progress"]
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [*cmd, "--trials", str(listed), "-o", str(Path(tmp) / "out")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        one_load = time.perf_counter() - t0
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        singles = []
+        for i, j in pairs[:10]:
+            t0 = time.perf_counter()
+            subprocess.run([*cmd, paths[i], paths[j]], cwd=ROOT, capture_output=True)
+            singles.append(time.perf_counter() - t0)
+    return {
+        "trials": n_trials,
+        "files": len({k for p in pairs for k in p}),
+        "one_load_s": round(one_load, 1),
+        "one_load_peak_mb": round(peak_mb),
+        "single_call_s": round(float(np.median(singles)), 2),
+        "single_calls_extrapolated_s": round(float(np.median(singles)) * n_trials, 1),
+        "speedup": round(float(np.median(singles)) * n_trials / one_load, 1),
+    }
+
+
 def embed_versions(model, db) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``[version, utterance, D]`` embeddings (full, then each cut: ``LENGTHS``) and their
     seconds, and the utterances usable at all: what ``learner.calibrate`` embeds."""
@@ -169,6 +249,9 @@ def main() -> None:
     )
     p.add_argument("-c", "--checkpoint", default=str(ROOT / "runs" / "readme-real"))
     p.add_argument("--trials", type=int, default=6000, help="trials per half")
+    p.add_argument(
+        "--list-trials", type=int, default=5000, help="trials for verify --trials (timed)"
+    )
     p.add_argument("--noise", default=str(SHARED_NOISE))
     p.add_argument("--speech", default=str(SHARED_SPEECH))
     a = p.parse_args()
@@ -338,6 +421,8 @@ def main() -> None:
             "min_dcf_05": round(asn.min_dcf_05, 4),
         },
     }
+    figures["decisions"] = decision_checks(fitted, trials, scored, mixed)
+    figures["verify_trials"] = verify_trials_cost(a.checkpoint, held, ok, a.list_trials)
     figures["eval_cost"] = eval_cost(model, data, cfg)
     figures["speech_reject"] = speech_reject(Path(a.speech), Path(a.noise))
     report(figures)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
+from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
 from learner.inference.speaker_model import SpeakerModel, expand_inputs
 from learner.scoring.embedding_files import colliding_ids, write_embeddings
 from workers.audio import AudioError
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.embed", __doc__)
     p.add_argument("inputs", nargs="+", help="audio files and/or folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
+    add_progress(p)
     a = p.parse_args(argv)
 
     def body() -> int:
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_ERROR
-        emb, kept, skipped = embed_paths(model, list(ids), progress=sys.stderr.isatty())
+        show = sys.stderr.isatty() if a.progress is None else a.progress
+        emb, kept, skipped = embed_paths(model, list(ids), progress=show)
         out = Path(a.out)
         write_embeddings(
             out,

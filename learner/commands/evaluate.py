@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from learner.commands.calibrate import N_TRIALS
-from learner.commands.cli import EXIT_ERROR, guarded
+from learner.commands.cli import EXIT_ERROR, add_progress, guarded
 from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.01,
         help="target prior of the actual and minimum DCF in the calibration report",
     )
+    add_progress(p)
     a = p.parse_args(argv)
     if a.embeddings:
         if a.baseline or a.asnorm is not None:
@@ -248,9 +249,17 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
         seconds[str(path)] = quality.speech_s
         return vector
 
+    from learner.inference.recordings import progress_bar
+
     for name, kind in systems:
-        embed_file = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else embed_model
-        emb, ok = embed_files(paths, embed_file, used)
+        embed_one = (lambda p: mfcc_embedding(p, feature_cfg)) if kind else embed_model
+        with progress_bar(len(used), f"embedding ({name})", "file", a.progress) as bar:
+
+            def embed_file(path, embed_one=embed_one, bar=bar) -> np.ndarray:
+                bar.update(1)
+                return embed_one(path)
+
+            emb, ok = embed_files(paths, embed_file, used)
         keep = [k for k, t in enumerate(trials) if ok[t[1]] and ok[t[2]]]
         if not keep:
             raise ValueError(
