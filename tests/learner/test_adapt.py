@@ -42,7 +42,7 @@ def test_too_few_recordings_are_refused_and_nothing_is_written(trained, domain, 
     out = tmp_path / "adapted"
     assert adapt(["--data", str(folder), "-c", str(trained), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "60 audio files, need at least 200" in err and "docs/adaptation.md" in err
+    assert "60 audio files, need at least 100" in err and "docs/adaptation.md" in err
     assert not out.exists()
     with pytest.raises(SystemExit):  # below the floor: a usage error
         adapt(["--data", str(folder), "-c", str(trained), "-o", str(out), "--min-recordings", "5"])

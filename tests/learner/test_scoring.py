@@ -11,7 +11,9 @@ def test_the_scoring_library_imports_no_tensorflow():
         "import sys\n"
         "import learner.scoring.scores, learner.scoring.trials, learner.scoring.windows\n"
         "import learner.scoring.embedding_files, learner.scoring.profiles\n"
-        "import learner.scoring.baseline\n"
+        "import learner.scoring.baseline, learner.scoring.calibration\n"
+        "import learner.scoring.pipeline, learner.scoring.unlabelled\n"
+        "import learner.inference.domain\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
