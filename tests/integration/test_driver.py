@@ -449,6 +449,15 @@ def test_fine_tuning_starts_from_a_run_keeps_its_network_and_resumes(tmp_path):
     parent = run(learner_cmd("--runs", str(tmp_path), "--run-id", "parent"))
     assert parent.returncode == 0, parent.stderr[-3000:]
     parent_ckpt = resolve(tmp_path / "parent")
+    # The run lists the speakers it trained on and the ones its EER and calibration came from.
+    from cluster.runs import RunDir
+
+    listed = RunDir(tmp_path / "parent").read_speakers()
+    assert listed["corpus"] == "synthetic" and listed["held_out"] and listed["training"]
+    assert not set(listed["held_out"]) & set(listed["training"])
+    assert len(listed["held_out"]) == parent_ckpt.state()["config"]["synthetic"]["speakers"] - len(
+        listed["training"]
+    )
     tune = learner_cmd(
         "--runs", str(tmp_path), "--run-id", "ft", "--init-from", str(tmp_path / "parent")
     )
