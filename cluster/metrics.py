@@ -37,19 +37,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from cluster.metric_schema import fields
 from cluster.tensorboard import TensorBoardSink, eval_scalars, train_scalars
 
 log = logging.getLogger(__name__)
 
 RUNS = "ve:runs"
-TRAIN_FIELDS = ("step", "loss", "cos_ap", "cos_an", "active", "lr", "step_s", "wait_s",
-                "build_s", "queue_depth", "triplet_loss", "cls_loss", "cls_accuracy",
-                "batch_loss", "batch_accuracy")  # fmt: skip
-EVAL_FIELDS = ("step", "eer", "eer_low", "eer_high", "eer_smoothed", "threshold",
-               "min_dcf_01", "min_dcf_05", "trials", "eval_s",
-               # the calibration of the evaluation (learner.scoring.calibration)
-               "cllr", "min_cllr", "act_dcf_01", "fa_at_threshold", "miss_at_threshold")  # fmt: skip
-PRODUCER_FIELDS = ("worker", "build_s", "built", "batches_per_s")
+# The fields of each stream, derived from the one declaration (cluster.metric_schema).
+TRAIN_FIELDS = fields("train")
+EVAL_FIELDS = fields("eval")
+PRODUCER_FIELDS = fields("producers")
 # Event kinds (the ``kind`` of an ``events`` entry); ``data`` is a JSON object.
 EVENT_START = "start"  # {"resume": checkpoint path or null}
 EVENT_STOP = "stop"  # {"status": finished | interrupted | failed}
@@ -186,10 +183,8 @@ class MetricsWriter:
             self._tb.append((step, eval_scalars(result)))
 
     def producer(self, worker: int, build_s: float, built: int, batches_per_s: float) -> None:
-        self._push(
-            producers_key(self.run_id),
-            {"worker": worker, "build_s": build_s, "built": built, "batches_per_s": batches_per_s},
-        )
+        values = (worker, build_s, built, batches_per_s)
+        self._push(producers_key(self.run_id), dict(zip(PRODUCER_FIELDS, values, strict=True)))
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         self._push(

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.metric_schema import scalars
+
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +109,6 @@ def eval_scalars(result: dict[str, Any]) -> dict[str, float]:
     return {f"eval/{k}": result[k] for k in EVAL_SCALARS if result.get(k) is not None}
 
 
-TRAIN_SCALARS = ("loss", "triplet_loss", "cls_loss", "cls_accuracy", "batch_loss",
-                 "batch_accuracy", "lr", "cos_ap", "cos_an", "active", "step_s", "wait_s",
-                 "build_s", "queue_depth")  # fmt: skip
-EVAL_SCALARS = ("eer", "eer_low", "eer_high", "eer_smoothed", "min_dcf_01", "min_dcf_05")
+# Derived from the one declaration (cluster.metric_schema).
+TRAIN_SCALARS = scalars("train")
+EVAL_SCALARS = scalars("eval")

@@ -1,0 +1,89 @@
+"""Every metric, declared once: its name, its unit, the stream it is written to and whether
+TensorBoard draws it. The Redis fields (``cluster.metrics``), the TensorBoard scalars
+(``cluster.tensorboard``) and the dashboard's series names all derive from this table, so a
+new metric is one line here.
+
+    fields("eval")        # the eval stream's Redis fields, in order
+    scalars("train")      # what TensorBoard draws of a train step (without "step")
+    unit("eer")           # "share"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STREAMS = ("train", "eval", "producers")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str  # share (0-1), s, bits, count, cosine, rate, or "" (a plain number)
+    stream: str  # one of STREAMS
+    tensorboard: bool = True  # drawn as a scalar (numbers only; "step" is the axis)
+
+
+M = Metric
+METRICS: tuple[Metric, ...] = (
+    # one entry per training step (learner.Learner.train_batch)
+    M("step", "count", "train", tensorboard=False),
+    M("loss", "", "train"),
+    M("cos_ap", "cosine", "train"),
+    M("cos_an", "cosine", "train"),
+    M("active", "share", "train"),
+    M("lr", "rate", "train"),
+    M("step_s", "s", "train"),
+    M("wait_s", "s", "train"),
+    M("build_s", "s", "train"),
+    M("queue_depth", "count", "train"),
+    M("triplet_loss", "", "train"),
+    M("cls_loss", "", "train"),
+    M("cls_accuracy", "share", "train"),
+    M("batch_loss", "", "train"),
+    M("batch_accuracy", "share", "train"),
+    # one entry per held-out evaluation (learner.scoring.scores.EvalResult + the learner's)
+    M("step", "count", "eval", tensorboard=False),
+    M("eer", "share", "eval"),
+    M("eer_low", "share", "eval"),
+    M("eer_high", "share", "eval"),
+    M("eer_smoothed", "share", "eval"),
+    M("threshold", "cosine", "eval"),
+    M("min_dcf_01", "", "eval"),
+    M("min_dcf_05", "", "eval"),
+    M("trials", "count", "eval"),
+    M("targets", "count", "eval"),
+    M("eval_s", "s", "eval"),
+    # the evaluation's calibration (learner.scoring.calibration.calibration_report)
+    M("cllr", "bits", "eval"),
+    M("min_cllr", "bits", "eval"),
+    M("act_dcf_01", "", "eval"),
+    M("min_dcf_01_cut", "", "eval"),
+    M("fa_at_threshold", "share", "eval"),
+    M("miss_at_threshold", "share", "eval"),
+    M("asnorm_eer", "share", "eval"),
+    M("asnorm_min_dcf_01", "", "eval"),
+    # one entry per batch a producer builds
+    M("worker", "count", "producers", tensorboard=False),
+    M("build_s", "s", "producers", tensorboard=False),
+    M("built", "count", "producers", tensorboard=False),
+    M("batches_per_s", "rate", "producers", tensorboard=False),
+)
+
+
+def fields(stream: str) -> tuple[str, ...]:
+    """The Redis fields of ``stream``'s entries, in declaration order."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream {stream!r}: one of {', '.join(STREAMS)}")
+    return tuple(m.name for m in METRICS if m.stream == stream)
+
+
+def scalars(stream: str) -> tuple[str, ...]:
+    """The names TensorBoard draws of ``stream`` (as ``<stream>/<name>``)."""
+    return tuple(m.name for m in METRICS if m.stream == stream and m.tensorboard)
+
+
+def unit(name: str, stream: str = "eval") -> str:
+    for m in METRICS:
+        if m.name == name and m.stream == stream:
+            return m.unit
+    raise KeyError(f"no metric {name!r} in the {stream} stream")
