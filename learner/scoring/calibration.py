@@ -182,10 +182,13 @@ class Calibration:
         }[rule]
         if rule != "prior":
             text += f" (the Bayes decision at target prior {at_prior:.3g})"
-        p_same = 1 / (1 + math.exp(-(llr - cut)))
+        # Printed to 4 places, rounded towards the decision: an LLR a hair below the cut
+        # must not print 0.5000 beside DIFFERENT.
+        p_same = round(1 / (1 + math.exp(-(llr - cut))), 4)
+        p_same = max(p_same, 0.5) if same else min(p_same, 0.4999)
         return {
             "llr": round(llr, 4),
-            "p_same": 0.5 if llr == cut else round(p_same, 4),
+            "p_same": p_same,
             "at_prior": round(at_prior, 4),
             "same_speaker": bool(same),
             "threshold": threshold if math.isinf(threshold) else round(threshold, 4),

@@ -188,3 +188,20 @@ def test_a_calibration_written_before_the_bounds_loads_and_bounds_by_its_counts(
     assert (lo, hi) == (-math.log(cal.targets + 1), math.log(cal.trials - cal.targets + 1))
     # Inside the bounds it maps exactly as before.
     np.testing.assert_allclose(back.llr(0.2, 0.0), cal.raw_llr(0.2, 0.0))
+
+
+def test_a_probability_rounded_to_four_places_still_points_the_way_of_the_decision():
+    # bench/calibration.py found it: an LLR a hair below the Bayes cut printed P(same) 0.5
+    # with DIFFERENT (0.4999975 rounds to 0.5), and a program reading p_same >= 0.5 said SAME.
+    cal, q = skewed_calibration()
+    qq = float(q[0])
+    t = cal.threshold("prior", 0.5, qq)
+    for eps in (1e-9, 1e-7, 1e-6, 1e-5, 1e-4):
+        for s in (t - eps, t + eps):
+            d = cal.decide(float(s), qq, "prior", 0.5)
+            assert d["same_speaker"] == (d["p_same"] >= 0.5), (s, d)
+    t = cal.threshold("far", 0.05, qq)
+    for eps in (1e-9, 1e-6, 1e-4):
+        for s in (t - eps, t + eps):
+            d = cal.decide(float(s), qq, "far", 0.05)
+            assert d["same_speaker"] == (d["p_same"] >= 0.5), (s, d)
