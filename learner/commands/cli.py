@@ -18,15 +18,18 @@ from workers.quality import QualityLimits  # noqa: E402
 EXIT_ERROR = 2
 
 
-def parser(prog: str, doc: str | None, quality: bool = True) -> argparse.ArgumentParser:
-    """The shared arguments; ``quality``: also the speech minimums (commands that embed)."""
+def parser(
+    prog: str, doc: str | None, quality: bool = True, checkpoint: bool = True
+) -> argparse.ArgumentParser:
+    """The shared arguments; ``quality``: also the speech minimums (commands that embed);
+    ``checkpoint``: whether --checkpoint is required (evaluate can score a baseline alone)."""
     p = argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--checkpoint",
         "-c",
-        required=True,
+        required=checkpoint,
         help="checkpoint folder, a run folder (its best checkpoint), or an ONNX export",
     )
     p.add_argument(

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from learner.commands.calibrate import N_TRIALS
-from learner.commands.cli import EXIT_ERROR, add_progress, guarded
+from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
 from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
@@ -85,15 +85,10 @@ def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m learner.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser("python -m learner.evaluate", __doc__, checkpoint=False)
     p.add_argument(
         "--data", "--root", dest="data", help="corpus root the trial list's paths are under"
     )
-    p.add_argument("--checkpoint", "-c", help="checkpoint or run folder")
     p.add_argument(
         "--embeddings",
         metavar="DIR|SCP",
@@ -200,9 +195,7 @@ def _listed(path: str, names: Names, summary: dict) -> TrialList:
 def _from_embeddings(a: argparse.Namespace) -> tuple[Results, dict, dict]:
     keys, emb, fingerprint = read_embeddings(a.embeddings)
     if a.checkpoint:
-        from learner.inference.speaker_model import SpeakerModel
-
-        model = SpeakerModel.load(a.checkpoint).fingerprint
+        model = load_model(a).fingerprint
         if fingerprint and fingerprint != model:
             raise ValueError(
                 f"{a.embeddings} was embedded with model {fingerprint}, not {model} "
@@ -221,9 +214,7 @@ def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:
 
     model = None
     if a.checkpoint:
-        from learner.inference.speaker_model import SpeakerModel
-
-        model = SpeakerModel.load(a.checkpoint)
+        model = load_model(a)
     feature_cfg = model.cfg.features if model else FeatureConfig()
     db = SpeakerDatabase.scan(a.data)
     summary: dict = {"data": str(db.root)}
