@@ -1,6 +1,6 @@
 """Writing files so that a reader never sees half of one: a temporary name, then ``os.replace``.
 
-atomic_write_text(run / "config.yaml", text)                  # fsynced: a run's record
+atomic_write_text(run.config_file, text)                      # fsynced: a run's record
 atomic_write(path, lambda fh: np.save(fh, arr), fsync=False)  # a cache entry: recomputable
 """
 

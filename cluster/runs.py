@@ -44,6 +44,8 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     redis_dir = property(lambda self: self.path / "redis")
     logs = property(lambda self: self.path / "logs")
+    averaged = property(lambda self: self.path / "averaged")
+    tensorboard = property(lambda self: self.path / "tensorboard")
     speakers_file = property(lambda self: self.path / "speakers.json")
 
     def store_dir(self) -> Path:

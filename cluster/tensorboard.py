@@ -8,7 +8,7 @@ the file stops growing at ``max_bytes`` (said once). Written with TensorBoard's 
 record framing and protos (the ``tensorboard`` package; no TensorFlow); when it is not
 installed the run trains without event files and says so once.
 
-    sink = TensorBoardSink.open(run.path / "tensorboard")      # None without tensorboard
+    sink = TensorBoardSink.open(run.tensorboard)               # None without tensorboard
     sink.scalars(120, {"train/loss": 0.08, "train/lr": 1e-3})
     sink.close()
 """

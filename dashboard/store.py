@@ -78,7 +78,7 @@ class RunsDirSource:
             return []
         out = []
         for d in sorted(self.root.iterdir(), key=lambda p: p.name, reverse=True):
-            if not (d / "config.yaml").exists() or not is_run_id(d.name):
+            if not RunDir(d).config_file.exists() or not is_run_id(d.name):
                 continue
             meta: dict[str, Any] = {
                 "id": d.name,
@@ -100,7 +100,10 @@ class RunsDirSource:
         if not isinstance(run_id, str) or not is_run_id(run_id):
             raise StoreUnavailable(f"{run_id!r} is not a run id")
         folder = self.root / run_id
-        if folder.resolve().parent != self.root.resolve() or not (folder / "config.yaml").is_file():
+        if (
+            folder.resolve().parent != self.root.resolve()
+            or not RunDir(folder).config_file.is_file()
+        ):
             raise StoreUnavailable(f"no run {run_id!r} under {self.root}")
         return folder
 

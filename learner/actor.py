@@ -18,6 +18,7 @@ from cluster.metrics import NULL_METRICS, MetricsWriter
 from cluster.queue import BatchStream, DataTimeout, attach_queue
 from cluster.ray_session import NAMESPACE
 from cluster.registry import attach_registry
+from cluster.runs import RunDir
 from learner.checkpoint import Checkpoint, resolve
 from learner.heldout import Cohort, HeldOutEval
 from learner.learner import Learner
@@ -103,7 +104,7 @@ class LearnerActor:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.cfg = config_from_dict(config)
         self.metrics = MetricsWriter.from_config(
-            self.cfg.metrics, run_id, "learner", redis_url, Path(run_dir) / "tensorboard"
+            self.cfg.metrics, run_id, "learner", redis_url, RunDir(Path(run_dir)).tensorboard
         )
         self.stream = BatchStream(
             attach_queue(run_id), self.cfg.learner.prefetch, timeout=self.cfg.learner.data_timeout

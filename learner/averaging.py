@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.runs import RunDir
 from learner.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -51,13 +52,13 @@ def write_average(
 ) -> tuple[Checkpoint, list[Checkpoint]]:
     """Average the run's last ``last`` checkpoints into ``<run>/averaged/``."""
     run = Path(run)
-    found = CheckpointManager(run / "checkpoints").all()
+    found = CheckpointManager(RunDir(run).checkpoints).all()
     if len(found) < 2:
         raise CheckpointError(f"{run}: {len(found)} checkpoint(s); averaging needs 2 or more")
     used = found[-last:]
     newest = used[-1]
     state = {k: v for k, v in newest.state().items() if k not in ("format", "step", "saved_at")}
     state.update(reason="average", averaged_from=[c.path.name for c in used], **(extra_state or {}))
-    out = CheckpointManager(run / "averaged", keep=1)
+    out = CheckpointManager(RunDir(run).averaged, keep=1)
     ckpt = out.save(newest.step, average_weights(used), {}, state, best=True)
     return ckpt, used

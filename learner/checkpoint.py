@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from cluster.files import atomic_write, atomic_write_text, fsync_dir
+from cluster.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ def resolve(path: str | Path) -> Checkpoint:
     p = Path(path)
     if _NAME.match(p.name) and p.is_dir():
         return Checkpoint(p)
-    for directory in (p / "checkpoints", p):
+    for directory in (RunDir(p).checkpoints, p):
         if directory.is_dir():
             mgr = CheckpointManager(directory)
             found = mgr.best() or mgr.latest()
@@ -324,7 +325,8 @@ def _held_out_eer(ckpt: Checkpoint, key: str) -> float:
 
 
 def _average_if_better(run: Path, best: Checkpoint) -> Checkpoint:
-    averaged = CheckpointManager(run / "averaged").latest() if (run / "averaged").is_dir() else None
+    folder = RunDir(run).averaged
+    averaged = CheckpointManager(folder).latest() if folder.is_dir() else None
     if averaged is None:
         return best
     eer = _held_out_eer(averaged, "averaged_eval")

@@ -25,6 +25,7 @@ import numpy as np
 from cluster.batch import Batch
 from cluster.config import RunConfig
 from cluster.metrics import EVENT_AVERAGE, EVENT_CHECKPOINT, EVENT_COLLAPSE, NULL_METRICS
+from cluster.runs import RunDir
 from learner.averaging import average_weights, write_average
 from learner.checkpoint import (
     Checkpoint,
@@ -99,7 +100,7 @@ class Learner:
         self.model = self.train_step.model
         self.spec = cfg.features.fingerprint()
         self.checkpoints = (
-            CheckpointManager(Path(run_dir) / "checkpoints", cfg.learner.keep_checkpoints)
+            CheckpointManager(RunDir(Path(run_dir)).checkpoints, cfg.learner.keep_checkpoints)
             if run_dir is not None
             else None
         )
