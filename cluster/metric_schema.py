@@ -70,6 +70,13 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+def wait_share(wait_s: float, step_s: float) -> float:
+    """The share of the learner's time spent waiting for data (0 when it has not run): one
+    definition for the driver's summary, TensorBoard and the autoscaler."""
+    busy = (wait_s or 0.0) + (step_s or 0.0)
+    return (wait_s or 0.0) / busy if busy > 0 else 0.0
+
+
 def fields(stream: str) -> tuple[str, ...]:
     """The Redis fields of ``stream``'s entries, in declaration order."""
     if stream not in STREAMS:

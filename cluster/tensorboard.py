@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.metric_schema import scalars
+from cluster.metric_schema import scalars, wait_share
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,8 @@ def train_scalars(record: dict[str, Any]) -> dict[str, float]:
     out = {f"train/{k}": record[k] for k in TRAIN_SCALARS if record.get(k) is not None}
     if record.get("cos_ap") is not None and record.get("cos_an") is not None:
         out["train/gap"] = record["cos_ap"] - record["cos_an"]
-    busy = (record.get("wait_s") or 0.0) + (record.get("step_s") or 0.0)
-    if busy > 0:
-        out["train/wait_share"] = (record.get("wait_s") or 0.0) / busy
+    if (record.get("wait_s") or 0.0) + (record.get("step_s") or 0.0) > 0:
+        out["train/wait_share"] = wait_share(record.get("wait_s"), record.get("step_s"))
     return out
 
 

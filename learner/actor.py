@@ -23,6 +23,7 @@ from learner.checkpoint import Checkpoint, resolve
 from learner.heldout import Cohort, HeldOutEval
 from learner.learner import Learner
 from learner.train_step import resolve_device, use_mixed_precision
+from workers.augment import SPEEDS
 from workers.rundata import RunData
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def speed_copies(cfg) -> int:
     """How many versions of each speaker batches carry (speed perturbation makes three)."""
-    return 3 if cfg.augment.enabled and cfg.augment.speed_prob else 1
+    return len(SPEEDS) if cfg.augment.enabled and cfg.augment.speed_prob else 1
 
 
 def build_learner(

@@ -24,6 +24,7 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import RunConfig
+from cluster.metric_schema import wait_share
 from cluster.metrics import EVENT_AVERAGE, EVENT_CHECKPOINT, EVENT_COLLAPSE, NULL_METRICS
 from cluster.runs import RunDir
 from learner.averaging import average_weights, write_average
@@ -417,11 +418,10 @@ class Learner:
             for k in ("loss", "cos_ap", "cos_an")  # what the driver's progress bar shows
         }
         t = self.totals
-        busy = t["wait"] + t["step"]
         return {
             "step": self.step,
             "recent": mean,
-            "wait_share": t["wait"] / busy if busy else 0.0,
+            "wait_share": wait_share(t["wait"], t["step"]),
             "best_eer": None if math.isinf(self.best_eer) else self.best_eer,
             "last_eval": self.last_eval,
             "averaged": self.averaged,

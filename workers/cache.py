@@ -32,6 +32,9 @@ from workers.extract import Extractor
 
 log = logging.getLogger(__name__)
 
+# The in-memory LRU of computed features (or speech) per source, in bytes.
+MEMORY_BYTES = 256 << 20
+
 
 class RejectedAudio(AudioError):
     """An utterance a previous pass already found unusable."""
@@ -120,7 +123,7 @@ class CachedSource:
         extractor: Extractor,
         store: FeatureStore | None = None,
         write_cache: bool = False,
-        memory_bytes: int = 256 << 20,
+        memory_bytes: int = MEMORY_BYTES,
         max_open: int = 4096,
         guard: Any = None,
     ) -> None:

@@ -22,11 +22,10 @@ import numpy as np
 
 from cluster.config import DataConfig, FeatureConfig, SyntheticConfig
 from workers.audio import AudioError
-from workers.cache import CachedSource, FeatureStore
+from workers.cache import MEMORY_BYTES, CachedSource, FeatureStore
 from workers.corpus import CorpusError, SpeakerDatabase
 from workers.extract import Extractor, LogMelExtractor, SpeechExtractor
 
-MEMORY_BYTES = 256 << 20  # in-memory LRU of computed features per source
 SPEECH_SAMPLE = 16  # training files the driver decodes before a run starts, at most
 
 

@@ -13,6 +13,7 @@ import ray
 from ray.autoscaler.sdk import request_resources
 
 from cluster.config import RunConfig
+from cluster.metric_schema import wait_share
 from cluster.metrics import EVENT_SCALE
 from workers.pool import start_producers
 
@@ -52,7 +53,7 @@ class Autoscaler:
         self.last = (totals["wait"], totals["step"])
         if threshold <= 0 or wait + step <= 0:
             return False
-        share = wait / (wait + step)
+        share = wait_share(wait, step)
         self.high = self.high + 1 if share > threshold else 0
         if self.high < self.patience or self.count >= self.cfg.producer.max_count:
             return False
