@@ -20,6 +20,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from cluster.config import FeatureConfig
+
+# The front end's defaults, read from the one place they are set (cluster.config).
+FRONT_END = FeatureConfig()
+SR, WIN, HOP = FRONT_END.sample_rate, FRONT_END.win_length, FRONT_END.hop_length
+VAD_DB, VAD_FLOOR_DB = FRONT_END.vad_db, FRONT_END.vad_floor_db
+
 SOUNDFILE_EXTENSIONS = (
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".aifc", ".au", ".snd", ".sph",
     ".nist", ".caf", ".w64", ".rf64",
@@ -120,7 +127,7 @@ def _av_blocks(path: str | Path, sample_rate: int, seconds: float) -> Iterator[n
         yield np.concatenate(parts)
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = SR) -> np.ndarray:
     """Decode ``path`` to float32 mono at ``sample_rate``; raise an :class:`AudioError`."""
     if _ffmpeg(path):  # FFmpeg down-mixes and resamples; blocks are checked as they come
         blocks = list(audio_blocks(path, sample_rate, 3600.0))
@@ -143,7 +150,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
 
 
 def audio_blocks(
-    path: str | Path, sample_rate: int = 16000, seconds: float = 60.0
+    path: str | Path, sample_rate: int = SR, seconds: float = 60.0
 ) -> Iterator[np.ndarray]:
     """``load_audio`` for long files: float32 mono blocks of about ``seconds`` at
     ``sample_rate``, decoded and resampled as a stream, so memory stays bounded by the block,
@@ -193,10 +200,10 @@ def frame_energy_db(signal: np.ndarray, win: int, hop: int) -> np.ndarray:
 
 def speech_mask(
     signal: np.ndarray,
-    win: int = 400,
-    hop: int = 160,
-    rel_db: float = 40.0,
-    floor_db: float = -55.0,
+    win: int = WIN,
+    hop: int = HOP,
+    rel_db: float = VAD_DB,
+    floor_db: float = VAD_FLOOR_DB,
     hangover: int = 5,
 ) -> np.ndarray:
     """Per-frame speech decision: loud enough relative to the loudest frame and absolutely.
@@ -215,11 +222,11 @@ def speech_mask(
 
 def remove_silence(
     signal: np.ndarray,
-    sample_rate: int = 16000,
-    win: int = 400,
-    hop: int = 160,
-    rel_db: float = 40.0,
-    floor_db: float = -55.0,
+    sample_rate: int = SR,
+    win: int = WIN,
+    hop: int = HOP,
+    rel_db: float = VAD_DB,
+    floor_db: float = VAD_FLOOR_DB,
     path: str | Path = "<signal>",
 ) -> np.ndarray:
     """Keep only speech regions, inside the utterance as well as at its ends."""

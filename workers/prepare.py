@@ -32,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from cluster.ray_session import init_ray
-from workers.audio import AudioError, audio_blocks
+from workers.audio import SR, AudioError, audio_blocks
 from workers.listings import ListingError, list_root, utterance_id
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def convert_chunk(jobs: list[tuple[str, str]], rate: int) -> dict:
 def prepare(
     src: Path,
     out: Path,
-    rate: int = 16000,
+    rate: int = SR,
     workers: int | None = None,
     chunk: int = 16,
     layout: str = "auto",
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("src", help="corpus: a folder in any layout, a Kaldi data folder or a CSV")
     p.add_argument("out", help="output folder (created; converting again resumes)")
-    p.add_argument("--rate", type=int, default=16000, help="sample rate to write (Hz)")
+    p.add_argument("--rate", type=int, default=SR, help=f"sample rate to write (Hz; default {SR})")
     p.add_argument("--layout", default="auto", help="corpus layout (default: detected)")
     p.add_argument("--workers", type=int, help="files converted at once (default: all CPUs)")
     p.add_argument("--address", default=None, help="Ray address ('auto' to join a cluster)")

@@ -31,7 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.audio import NoSpeech, frame_energy_db, speech_mask
+from workers.audio import (
+    HOP,
+    SR,
+    VAD_DB,
+    VAD_FLOOR_DB,
+    WIN,
+    NoSpeech,
+    frame_energy_db,
+    speech_mask,
+)
 
 SNR_CAP_DB = 80.0
 CLIP_LEVEL = 0.999
@@ -110,11 +119,11 @@ class QualityMeter:
 
     def __init__(
         self,
-        sample_rate: int = 16000,
-        win: int = 400,
-        hop: int = 160,
-        vad_db: float = 40.0,
-        vad_floor_db: float = -55.0,
+        sample_rate: int = SR,
+        win: int = WIN,
+        hop: int = HOP,
+        vad_db: float = VAD_DB,
+        vad_floor_db: float = VAD_FLOOR_DB,
     ) -> None:
         self.sr, self.win, self.hop = sample_rate, win, hop
         self.vad_db, self.vad_floor_db = vad_db, vad_floor_db

@@ -30,11 +30,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from cluster.config import SyntheticConfig
+from workers.audio import SR
 from workers.augment import random_channel
 from workers.corpus import default_cache_root
 
 log = logging.getLogger(__name__)
-SR = 16000
 
 # F1, F2, F3 (Hz) of eight vowels for an average adult vocal tract.
 VOWELS = np.array(
