@@ -37,9 +37,10 @@ def average_weights(ckpts: list[Checkpoint]) -> dict[str, np.ndarray]:
     total: dict[str, np.ndarray] = {}
     for ckpt in ckpts:
         arrays = ckpt.arrays("weights")
-        if total and (set(arrays) != set(total) or any(
-            arrays[k].shape != total[k].shape for k in arrays
-        )):  # fmt: skip
+        same_model = set(arrays) == set(total) and all(
+            arrays[k].shape == total[k].shape for k in arrays
+        )
+        if total and not same_model:
             raise CheckpointError(f"{ckpt.path}: another model than {ckpts[0].path}")
         for k, v in arrays.items():
             total[k] = total.get(k, 0) + v.astype(np.float64)

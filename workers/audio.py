@@ -27,13 +27,25 @@ FRONT_END = FeatureConfig()
 SR, WIN, HOP = FRONT_END.sample_rate, FRONT_END.win_length, FRONT_END.hop_length
 VAD_DB, VAD_FLOOR_DB = FRONT_END.vad_db, FRONT_END.vad_floor_db
 
+# What libsndfile reads, and what goes through FFmpeg (PyAV).
 SOUNDFILE_EXTENSIONS = (
-    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".aifc", ".au", ".snd", ".sph",
-    ".nist", ".caf", ".w64", ".rf64",
-)  # fmt: skip
-FFMPEG_EXTENSIONS = (
-    ".m4a", ".aac", ".mp4", ".webm", ".wma", ".amr", ".mka", ".ape", ".wv", ".tta",
-)  # fmt: skip
+    ".wav",
+    ".flac",
+    ".mp3",
+    ".ogg",
+    ".opus",
+    ".aiff",
+    ".aif",
+    ".aifc",
+    ".au",
+    ".snd",
+    ".sph",
+    ".nist",
+    ".caf",
+    ".w64",
+    ".rf64",
+)
+FFMPEG_EXTENSIONS = (".m4a", ".aac", ".mp4", ".webm", ".wma", ".amr", ".mka", ".ape", ".wv", ".tta")
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 
 
