@@ -84,3 +84,22 @@ def test_trial_lists_in_every_format(tmp_path):
         parse_trial_lines(f)  # a pair list only where pairs are allowed
     got = parse_trial_lines(f, pairs=True)
     assert got == [(1, "a.wav", "b.wav", 1), (0, "c", "d", 2), (None, "e.wav", "f.wav", 4)]
+
+
+def test_score_trials_and_as_norm_on_known_vectors():
+    from learner.scoring.scores import as_norm, score_trials
+
+    emb = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    scores, labels = score_trials(emb, [(1, 0, 1), (0, 0, 2)])
+    np.testing.assert_allclose(scores, [0.6, 0.0], atol=1e-6)
+    assert labels.tolist() == [1, 0]
+    cohort = np.array([[1, 0], [0, 1], [0.8, 0.6]], np.float32)
+    got = as_norm(scores, emb, [(1, 0, 1), (0, 0, 2)], cohort, top=2)
+
+    def stats(v):
+        top = np.sort(cohort @ v)[-2:]
+        return top.mean(), top.std() + 1e-9
+
+    (m0, s0), (m1, s1), (m2, s2) = (stats(e) for e in emb)
+    want = [0.5 * ((0.6 - m0) / s0 + (0.6 - m1) / s1), 0.5 * ((0 - m0) / s0 + (0 - m2) / s2)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
