@@ -97,8 +97,10 @@ def test_the_ray_queue_internals_we_use_are_still_there(ray_session):
     pending = RayQueueInternals.get_ref(q)  # asked before anything is there: it waits
     assert ray.wait([pending], timeout=0.2)[0] == [], "the actor's get(None) did not block"
     q.put("x")
-    assert ray.get(RayQueueInternals.size_ref(q)) in (0, 1)
     assert ray.get(pending, timeout=10) == "x", "the actor's get(timeout) changed"
+    assert ray.get(RayQueueInternals.size_ref(q)) == 0  # the waiting get took it
+    q.put("y")  # nobody waiting: it stays
+    assert ray.get(RayQueueInternals.size_ref(q)) == 1
 
 
 def test_workers_cli_attaches_and_removes(ray_session, synthetic_root):
