@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     """A preset, file or override that does not fit the config schema."""
 
 
+# How a producer draws anchor speakers (workers.sampler.TripletSampler): uniformly, by the
+# square root of their utterances, or by their utterances.
+SAMPLER_WEIGHTINGS = ("speaker", "sqrt", "utterance")
+
 _CHOICES = {
     ("data", "layout"): {"auto", *LAYOUTS},
     ("data", "vctk_mic"): set(VCTK_MICS),
@@ -33,7 +37,7 @@ _CHOICES = {
     ("features", "dtype"): {"float16", "float32"},
     ("model", "input_norm"): {"cmvn", "cmn", "gain"},
     ("model", "pooling"): {"mean", "stats"},
-    ("sampler", "weighting"): {"speaker", "sqrt", "utterance"},
+    ("sampler", "weighting"): set(SAMPLER_WEIGHTINGS),
     ("learner", "mining"): {"none", "hard", "semihard"},
     ("learner", "loss"): {"triplet", "softmax+triplet", "aam+triplet"},
     ("learner", "schedule"): {"constant", "cosine", "exponential"},

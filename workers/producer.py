@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def babble_of(source: CachedSource, data: RunData) -> Callable[[Any], Any]:
     """Speech of a random training utterance (float32), for babble noise; None if unusable."""
-    utts = [i for s in data.train for i in data.db.by_speaker[s]]
+    utts = data.training_utterances()
 
     def babble(rng: np.random.Generator) -> np.ndarray | None:
         try:

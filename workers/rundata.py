@@ -77,12 +77,16 @@ class RunData:
                 out[self.db.speaker_index[name] + copy * n] = k + copy * n_train
         return out
 
+    def training_utterances(self) -> list[int]:
+        """The training speakers' utterance indices, speaker by speaker."""
+        return [i for s in self.train for i in self.db.by_speaker[s]]
+
     def check_speech(self, features: FeatureConfig, sample: int = SPEECH_SAMPLE) -> None:
         """Fail fast on audio without speech (silent, or below the VAD floor): decode up to
         ``sample`` training utterances (seeded; through the feature cache, so the work is
         kept) and raise ``CorpusError``, with the counts by reason, when none is usable.
         Returns at the first usable one."""
-        utts = [i for s in self.train for i in self.db.by_speaker[s]]
+        utts = self.training_utterances()
         pick = np.random.default_rng(0).permutation(len(utts))[:sample]
         source, reasons = self.source(features), {}
         for k in pick:

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from cluster.validate import SAMPLER_WEIGHTINGS
 from workers.corpus import MIN_ANCHOR_UTTERANCES, CorpusError, SpeakerDatabase
 
 log = logging.getLogger(__name__)
 
-WEIGHTINGS = ("speaker", "sqrt", "utterance")
+WEIGHTINGS = SAMPLER_WEIGHTINGS  # the config's choices (cluster.validate)
 
 
 class TripletSampler:
