@@ -43,7 +43,7 @@ import soxr
 
 from cluster.config import AugmentConfig, FeatureConfig
 from workers.audio import AUDIO_EXTENSIONS, AudioError, load_audio
-from workers.corpus import default_cache_root
+from workers.cache_root import default_cache_root
 from workers.layouts import walk
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ import numpy as np
 
 from cluster.files import atomic_write, atomic_write_text
 from workers.audio import AudioError
-from workers.corpus import SpeakerDatabase, Utterance, corpus_key, default_cache_root
+from workers.cache_root import default_cache_root
+from workers.corpus import SpeakerDatabase, Utterance, corpus_key
 from workers.extract import Extractor
 
 log = logging.getLogger(__name__)

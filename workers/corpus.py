@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cluster.files import atomic_write_text
 from workers.audio import AudioError, audio_info
+from workers.cache_root import default_cache_root
 from workers.listings import ListingError, list_root, utterance_id
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,6 @@ class Utterance:
     @property
     def utt_id(self) -> str:
         return self.utt or utterance_id(self.path)
-
-
-def default_cache_root(cache_dir: str = "") -> Path:
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("VE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
-    return Path(xdg) / "voice-embeddings"
 
 
 def corpus_key(root: Path) -> str:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from cluster.config import SyntheticConfig
 from workers.audio import SR
 from workers.augment import random_channel
-from workers.corpus import default_cache_root
+from workers.cache_root import default_cache_root
 
 log = logging.getLogger(__name__)
 
