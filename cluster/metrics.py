@@ -33,11 +33,11 @@ import threading
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from cluster.metric_schema import fields
+from cluster.redaction import public_url
 from cluster.tensorboard import TensorBoardSink, eval_scalars, train_scalars
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,6 @@ def producers_key(run: str) -> str:
 
 def events_key(run: str) -> str:
     return f"ve:run:{run}:events"
-
-
-def public_url(url: str) -> str:
-    """``url`` without its password, fit for config files, logs and the metrics store."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}@" if parts.username else ""
-    host = parts.hostname or ""
-    netloc = f"{user}{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def connect(url: str, timeout: float = 2.0) -> redis.Redis:

@@ -24,6 +24,7 @@ import numpy as np
 import redis
 
 from cluster import metrics as M
+from cluster.redaction import public_url
 from cluster.runs import RunDir, is_run_id
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class UrlSource:
         self.client = M.connect(url)
 
     def describe(self) -> str:
-        return f"Redis at {M.public_url(self.url)}"
+        return f"Redis at {public_url(self.url)}"
 
     def runs(self) -> list[dict[str, Any]]:
         try:
@@ -50,9 +51,7 @@ class UrlSource:
                 pipe.hgetall(M.meta_key(rid))
             metas = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailable(
-                f"cannot reach Redis at {M.public_url(self.url)}: {exc}"
-            ) from None
+            raise StoreUnavailable(f"cannot reach Redis at {public_url(self.url)}: {exc}") from None
         return [{"id": rid, **meta} for rid, meta in zip(ids, metas, strict=True)]
 
     def client_for(self, run_id: str) -> redis.Redis:

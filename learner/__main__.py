@@ -33,7 +33,7 @@ from cluster.config import (
     load_config,
     replace,
 )
-from cluster.metrics import public_url
+from cluster.redaction import public_url
 from cluster.runs import RunDir, UnsafeRunFolder, is_run_id
 
 log = logging.getLogger("learner")

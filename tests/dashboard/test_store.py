@@ -71,7 +71,7 @@ def test_dashboard_messages(tmp_path, redis_server):
     gone = Dashboard(UrlSource("redis://:x@127.0.0.1:1/0"))
     options, message = gone.run_options()
     assert options is None and "cannot reach Redis at redis://127.0.0.1:1/0" in message
-    assert ":x@" not in message  # the password is redacted (cluster.metrics.public_url)
+    assert ":x@" not in message  # the password is redacted (cluster.redaction.public_url)
     _, url = redis_server
     MetricsWriter(url, "fresh").meta(started_at=time.time(), status="starting")
     board = Dashboard(UrlSource(url))
