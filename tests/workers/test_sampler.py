@@ -3,12 +3,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cluster.config import FeatureConfig, load_config
+from cluster.config import load_config
 from tests.fakes import write_bad_files, write_wav
-from workers.batches import BatchBuilder
-from workers.cache import CachedSource
 from workers.corpus import CorpusError, SpeakerDatabase
-from workers.extract import LogMelExtractor
 from workers.producer import BatchProducer
 from workers.sampler import TripletSampler
 
@@ -98,18 +95,6 @@ def test_single_utterance_speakers_never_hang(tmp_path):
     db = SpeakerDatabase.scan(tmp_path)
     with pytest.raises(CorpusError, match="0 with 2 or more"):
         TripletSampler(db, triplets=4)
-
-
-def test_short_utterances_are_tiled_not_dropped(tmp_path):
-    for s in range(2):
-        for u in range(2):
-            write_wav(tmp_path / f"s{s}" / f"{u}.wav", 0.6)
-    db = SpeakerDatabase.scan(tmp_path)
-    source = CachedSource(db, LogMelExtractor(FeatureConfig()))
-    builder = BatchBuilder(TripletSampler(db, triplets=2), source, 200, FeatureConfig())
-    batch = builder.build().validate(triplets=2, frames=200, n_mels=64)
-    assert batch.features.dtype == np.float16
-    assert source.get(0).shape[0] < 200
 
 
 def test_producer_survives_every_bad_file(tmp_path):
