@@ -1,4 +1,9 @@
-"""Start a local Ray instance or join a cluster, the same way from every entry point."""
+"""Start a local Ray instance or join a cluster, the same way from every entry point.
+
+init_ray()                       # a private local instance (all CPUs)
+init_ray("auto")                 # join the cluster of this machine (ray up)
+producers = spare_cpus()         # CPUs left after the learner's one
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ other way round, a checkpoint written while Redis was unreachable (a killed driv
 the embedded Redis with it before its learner stops) holds the entries that could not be
 sent (``MetricsWriter.unsent``); :func:`resume_series` adds the ones the store lacks. Either
 way every step is in the series once and in order.
+
+    rewind(client, run_id, ckpt.step)                    # delete entries after the checkpoint
+    resume_series(client, run_id, ckpt.state()["unsent_metrics"])
 """
 
 from __future__ import annotations

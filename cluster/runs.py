@@ -1,4 +1,9 @@
-"""Run directories: ``runs/<run-id>/`` with the resolved config, checkpoints, Redis data and logs."""
+"""Run directories: ``runs/<run-id>/`` with the resolved config, checkpoints, Redis data and logs.
+
+run = RunDir.create("runs", cfg)              # runs/20261124-073721-3f9a/, config written
+run = RunDir.open("runs/20261124-073721-3f9a")
+run.checkpoints, run.averaged, run.speakers_file   # every name of the folder, here only
+"""
 
 from __future__ import annotations
 

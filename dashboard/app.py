@@ -1,4 +1,8 @@
-"""The Dash app: a run selector, six live charts and a summary line, refreshed every 2 s."""
+"""The Dash app: a run selector, six live charts and a summary line, refreshed every 2 s.
+
+board = Dashboard(RunsDirSource("runs"))        # or UrlSource(REDIS_URL)
+build_app(board, refresh_ms=2000).run(host="127.0.0.1", port=8050)
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ Two ways to find runs:
 - ``RunsDirSource``: a ``runs/`` folder; each run keeps an embedded store under
   ``runs/<id>/redis``, whose server is started on the persisted data when none runs.
 
+    source = RunsDirSource("runs")
+    series = RunSeries("20261124-073721-3f9a")
+    series.refresh(source.client_for(series.run_id))   # new entries since the last read
+
 ``RunSeries`` keeps what it has read of one run and asks Redis only for stream
 entries after the last id it saw, so a refresh costs the new points, not the
 whole history. Drawing reduces the series (``dashboard.series``); this module only reads.

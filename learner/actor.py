@@ -2,6 +2,10 @@
 
 ``LearnerActor`` is a plain class; the driver applies ``ray.remote`` with the
 resources it needs (one GPU when the cluster has one).
+
+    learner = build_learner(cfg, "runs/x", device="cpu")      # the plain Learner, for tests
+    actor = ray.remote(num_gpus=1)(LearnerActor).remote(cfg.to_dict(), "runs/x", "x")
+    summary = ray.get(actor.train.remote(500))                  # then .finish(), .save()
 """
 
 from __future__ import annotations

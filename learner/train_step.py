@@ -3,6 +3,10 @@
 The step is a ``tf.function`` with a fixed input signature, traced once: every
 batch of a run has the same shape ``[3B, T, n_mels]`` and dtype, so a second
 trace would mean a bug (``tracing_count`` lets a test prove it).
+
+    step = TrainStep(cfg, mixed=False, classes=data.classes())
+    out = step(batch.features, batch.speakers)    # {"loss": ..., "cos_ap": ..., ...}
+    emb = step.embed(features)                     # [N, D] unit vectors, inference mode
 """
 
 from __future__ import annotations

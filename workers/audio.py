@@ -8,6 +8,10 @@ refused, so the corpus can count each reason.
 Two decoders: libsndfile (``soundfile``: WAV, FLAC, MP3, Ogg/Opus, AIFF, AU, NIST
 SPHERE, ...) and FFmpeg through PyAV for what libsndfile does not read: AAC/M4A
 (VoxCeleb2), MP4, WebM, WMA, AMR. ``audio_info`` reads only headers.
+
+    frames, rate = audio_info("a.flac")            # the header only
+    x = load_audio("a.m4a")                        # float32 mono at 16 kHz
+    speech = remove_silence(x)                     # NoSpeech / TooShort when nothing is left
 """
 
 from __future__ import annotations

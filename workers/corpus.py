@@ -8,6 +8,10 @@ content check (a hash of its first and last 4 KiB, read on every scan), so a res
 re-reads only the headers of files that changed. Files that
 cannot be used are skipped with one warning each and counted by reason in
 ``db.skipped``.
+
+    db = SpeakerDatabase.scan("~/LibriSpeech/train-clean-100")
+    db.speakers, db.by_speaker["103"], db.skipped      # names, utterance indices, reasons
+    train, held = db.split(0.1, seed=0)                 # speakers held out for evaluation
 """
 
 from __future__ import annotations

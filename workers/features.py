@@ -10,6 +10,10 @@ Stages, each pure:
 
 Per-segment normalisation is the model's first layer (``learner/model.py``), not a stage here.
 
+    logmel = LogMel(FeatureConfig())        # window and filterbank built once
+    feats = logmel(signal)                  # [frames, 64] float32 dB
+    crop = fit_frames(feats, 160, 0)        # the first 160 frames (tiled when shorter)
+
 Why it is fast: frames are a strided *view* (no copy until the window is
 applied), the FFT runs in single precision (``scipy.fft.rfft`` keeps float32),
 and the mel projection is one float32 matrix product. The power spectrum equals

@@ -1,4 +1,9 @@
-"""What the inference commands share: the --checkpoint argument and clear errors (exit 2)."""
+"""What the inference commands share: the --checkpoint argument and clear errors (exit 2).
+
+p = parser("python -m learner.verify", __doc__)   # --checkpoint, --runtime, limits
+add_progress(p)                                    # --no-progress
+return guarded(lambda: body(load_model(p.parse_args(argv))))
+"""
 
 from __future__ import annotations
 
