@@ -128,6 +128,13 @@ class Checkpoint:
             )
 
 
+# What is added to a checkpoint after it is saved (the end of a run, learner.calibrate,
+# learner.adapt): a re-save of the same step (the exit checkpoint right after the end of a
+# run) keeps them.
+DOMAIN_JSON, DOMAIN_NPZ = "domain.json", "domain.npz"  # learner.inference.domain
+STEP_EXTRAS = ("calibration.json", "cohort.npz", DOMAIN_JSON, DOMAIN_NPZ)
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
@@ -249,6 +256,9 @@ class CheckpointManager:
             json.dump(meta, fh, indent=1, default=_json_default)
             fh.flush()
             os.fsync(fh.fileno())
+        for name in STEP_EXTRAS:  # the same step saved again: the same model, same extras
+            if (final / name).is_file():
+                shutil.copy2(final / name, tmp / name)
         fsync_dir(tmp)
         old = None
         if final.exists():  # the same step saved again (e.g. at exit right after a periodic

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from cluster.files import atomic_write, atomic_write_text
+from learner.checkpoint import DOMAIN_JSON, DOMAIN_NPZ
 from learner.scoring.calibration import Calibration
-
-DOMAIN_JSON, DOMAIN_NPZ = "domain.json", "domain.npz"
 
 
 @dataclass

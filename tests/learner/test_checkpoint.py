@@ -133,3 +133,22 @@ def test_a_reader_during_a_resave_never_breaks_the_save(tmp_path, monkeypatch):
     assert seen == [["4", "periodic", "3.0"]]  # the reader got a whole checkpoint
     assert again.state()["reason"] == "exit"
     assert [c.path.name for c in mgr.all()] == ["ckpt-00000004"]
+
+
+def test_the_exit_save_of_a_calibrated_step_keeps_its_calibration_and_cohort(tmp_path):
+    # A time-limited run calibrates its best checkpoint at the end (learner.finish), then
+    # the driver saves the exit checkpoint of the same step: that re-save dropped the
+    # calibration.json, cohort.npz and any domain the step had, so the checkpoint a user
+    # loads lost its end-of-run calibration and cohort (bench/calibration.py found it).
+    mgr = CheckpointManager(tmp_path)
+    w = {"w": np.ones(3, np.float32)}
+    ckpt = mgr.save(10, w, {}, {"reason": "best"}, best=True)
+    ckpt.write_extras({"cosine": {"kind": "cosine"}}, np.ones((4, 3), np.float32))
+    (ckpt.path / "domain.json").write_text("{}")
+    again = mgr.save(10, w, {}, {"reason": "exit"})
+    assert again.state()["reason"] == "exit"
+    assert again.calibrations() == {"cosine": {"kind": "cosine"}}
+    assert again.cohort().shape == (4, 3) and (again.path / "domain.json").is_file()
+    # Another step starts without them.
+    other = mgr.save(11, w, {}, {"reason": "exit"})
+    assert other.calibrations() == {} and other.cohort() is None
