@@ -183,7 +183,7 @@ def size_sweep(base: Path, flat: Path, test: Path, sizes: list[int], trials: int
         if n > cuts.n:
             continue
         pick = np.sort(np.random.default_rng(n).permutation(cuts.n)[:n])
-        versions = 1 + (len(cuts.emb) // cuts.n - 1)
+        versions = len(cuts.emb) // cuts.n  # full + each cut
         rows = np.concatenate([pick + k * cuts.n for k in range(versions)])
         sub = type(cuts)(cuts.emb[rows], cuts.secs[rows], n)
         domain = fit_domain(model, sub, [-1] * n, f"{n} recordings", str(flat))
