@@ -10,6 +10,7 @@ Examples:
     python -m learner --data ~/LibriSpeech/train-clean-100 --preset base
     python -m learner --set learner.lr=3e-4 --set sampler.frames=200
     python -m learner --resume runs/20261124-073721-3f9a  # continue exactly
+    python -m learner --init-from runs/20261124-073721-3f9a --data ~/my-speakers  # fine-tune
     python -m learner --address auto --data /shared/vox1  # on a Ray cluster (ray up)
 
 Ctrl-C writes a checkpoint and shuts everything down.
