@@ -103,9 +103,8 @@ class HeldOutEval:
             threshold = result.threshold
         groups = [self.db.utterances[i].speaker for _, i, _ in self.trials]
         where = fitted_on or f"{len(self.db.speakers)} held-out speakers"
-        report, cals = fit_calibrations(
-            self.cut_embeddings(embed, emb), self.trials, groups, cohort, where, threshold=threshold
-        )
+        scored = self.cut_embeddings(embed, emb).scored(self.trials, cohort)
+        report, cals = fit_calibrations(scored, groups, where, threshold=threshold)
         return dataclasses.replace(result, **report), cals
 
     def cut_embeddings(self, embed: Embedder, emb: np.ndarray | None = None) -> CutEmbeddings:

@@ -41,7 +41,6 @@ from learner.inference.domain import Domain
 from learner.inference.recordings import cut_recordings, folder_groups
 from learner.inference.speaker_model import SpeakerModel, expand_inputs
 from learner.scoring.pipeline import CutEmbeddings, cohort_groups, cohort_vectors
-from learner.scoring.scores import as_norm
 from learner.scoring.unlabelled import adapt_calibration
 
 # Below this many usable recordings the estimate is refused: half of them make the
@@ -97,14 +96,15 @@ def fit_domain(
     cohort_rows, pair_rows = split_recordings(cuts.n, seed)
     domain.cohort = cohort_vectors(t.full, cohort_groups([[i] for i in cohort_rows], seed=seed))
     pairs = domain_pairs(pair_rows, groups, n_pairs, seed)
-    cut, scores, _, q = t.trials(pairs)
-    kinds = {"cosine": scores, "asnorm": as_norm(scores, t.emb, cut, domain.cohort)}
+    scored = t.scored(pairs, domain.cohort)
     fitted_on = f"domain '{name}' ({cuts.n} recordings of {where}, no labels)"
     shares = {}
-    for kind, s in kinds.items():
+    for kind, s in scored.kinds.items():
         source = model.calibrations.get(kind)
         if source is not None:
-            domain.calibrations[kind], shares[kind] = adapt_calibration(source, s, q, fitted_on)
+            domain.calibrations[kind], shares[kind] = adapt_calibration(
+                source, s, scored.q, fitted_on
+            )
     domain.info = {
         "recordings": int(cuts.n),
         "cohort": int(len(domain.cohort)),

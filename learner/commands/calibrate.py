@@ -31,7 +31,6 @@ from learner.inference.recordings import cut_recordings, folder_cohort
 from learner.inference.speaker_model import SpeakerModel
 from learner.scoring.calibration import act_dcf, cllr, min_cllr
 from learner.scoring.pipeline import fit_calibrations
-from learner.scoring.scores import as_norm
 from learner.scoring.trials import Names, generate_trials, read_trials
 from workers.corpus import SpeakerDatabase
 
@@ -116,13 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         where = f"{len(db.speakers)} speakers of {db.root}"
         cohort, made = make_cohort(model, a.cohort)
-        fitted, new_cals = fit_calibrations(cuts, trials, groups, cohort, where, a.prior)
-        cut, scores, labels, q = cuts.trials(trials)
-        kinds = {"cosine": scores}
-        if cohort is not None:
-            kinds["asnorm"] = as_norm(scores, cuts.emb, cut, cohort)
-        report, new = {"trials": len(cut), "targets": int(labels.sum())}, {}
-        for kind, s in kinds.items():
+        scored = cuts.scored(trials, cohort)
+        fitted, new_cals = fit_calibrations(scored, groups, where, a.prior)
+        labels, q = scored.labels, scored.q
+        report, new = {"trials": len(labels), "targets": int(labels.sum())}, {}
+        for kind, s in scored.kinds.items():
             cal = new_cals[kind]
             new[kind] = cal.as_dict()
             old = model.calibration(kind == "asnorm")

@@ -10,7 +10,7 @@ scores, cosine and (with a cohort) AS-norm.
 
     cuts = cut_embeddings(features, embed, frames=160, hop_s=0.01)
     cohort = cohort_vectors(cuts.full, cohort_groups(by_speaker, seed=0))
-    report, cals = fit_calibrations(cuts, trials, groups, cohort, fitted_on="17 speakers")
+    report, cals = fit_calibrations(cuts.scored(trials, cohort), groups, fitted_on="17 speakers")
 
 The cohort rule (AS-norm): up to ``COHORT_SPEAKERS`` groups chosen with a seed (speakers,
 or single recordings when there are no labels), each the unit mean of its first
@@ -41,6 +41,17 @@ COHORT_PER_SPEAKER = 3  # utterances averaged per group
 
 
 @dataclass
+class Scored:
+    """Trials scored once: the scores by kind (``cosine``, ``asnorm``), labels, quality,
+    and which trials have their test side at full length."""
+
+    kinds: dict[str, np.ndarray]
+    labels: np.ndarray
+    q: np.ndarray
+    full: np.ndarray
+
+
+@dataclass
 class CutEmbeddings:
     """Unit embeddings stacked ``[full; cut 1; cut 2; ...]`` (``n`` rows each) and the
     seconds of speech of each row."""
@@ -59,6 +70,15 @@ class CutEmbeddings:
         cut = with_cuts(trials, self.n)
         scores, labels = score_trials(self.emb, cut)
         return cut, scores, labels, log_duration(self.secs[cut[:, 1]], self.secs[cut[:, 2]])
+
+    def scored(self, trials, cohort: np.ndarray | None = None) -> Scored:
+        """``trials`` scored once with their test sides cut in turn: cosine, and AS-norm
+        against ``cohort`` (unit vectors) when one is given."""
+        cut, scores, labels, q = self.trials(trials)
+        kinds = {"cosine": scores}
+        if cohort is not None and len(cohort):
+            kinds["asnorm"] = as_norm(scores, self.emb, cut, cohort)
+        return Scored(kinds, labels, q, cut[:, 2] < self.n)
 
     def transformed(self, transform: Callable[[np.ndarray], np.ndarray]) -> CutEmbeddings:
         """The same rows through ``transform`` (a domain transform), seconds kept."""
@@ -114,30 +134,27 @@ def cohort_vectors(emb: np.ndarray, groups: Sequence[Sequence[int]]) -> np.ndarr
 
 
 def fit_calibrations(
-    cuts: CutEmbeddings,
-    trials,
+    scored: Scored,
     groups,
-    cohort: np.ndarray | None = None,
     fitted_on: str = "",
     prior: float = 0.5,
     threshold: float | None = None,
 ) -> tuple[dict, dict[str, Calibration]]:
-    """The calibrations of labelled ``trials`` (``label, i, j`` over the ``cuts.n``
-    utterances) with their test sides cut in turn: ``cosine``, and ``asnorm`` with a
-    ``cohort`` of unit vectors. ``groups``: the enrolment side's speaker of each trial (the
-    report's Cllr is cross-fitted over them). Returns ``(report, calibrations)``: the
-    report holds Cllr, minCllr, actual DCF, the rates at ``threshold`` (default: the
-    full-length trials' EER threshold) and, with a cohort, the AS-norm EER and minDCF of the
-    full-length trials."""
-    cut, scores, labels, q = cuts.trials(trials)
-    full = cut[:, 2] < cuts.n
+    """The calibrations of labelled trials scored by :meth:`CutEmbeddings.scored`, one per
+    kind of score (``cosine``, and ``asnorm`` when a cohort was given). ``groups``: the
+    enrolment side's speaker of each trial (the report's Cllr is cross-fitted over them).
+    Returns ``(report, calibrations)``: the report holds Cllr, minCllr, actual DCF, the
+    rates at ``threshold`` (default: the full-length trials' EER threshold) and, with a
+    cohort, the AS-norm EER and minDCF of the full-length trials."""
+    scores, labels, q, full = scored.kinds["cosine"], scored.labels, scored.q, scored.full
     if threshold is None:
         threshold = summarize(scores[full], labels[full]).threshold
     report = calibration_report(scores, labels, q, np.asarray(groups), threshold)
-    cals = {"cosine": fit_calibration(scores, labels, q, prior, "cosine", fitted_on)}
-    if cohort is not None and len(cohort):
-        normed = as_norm(scores, cuts.emb, cut, cohort)
-        cals["asnorm"] = fit_calibration(normed, labels, q, prior, "asnorm", fitted_on)
-        as_full = summarize(normed[full], labels[full])
+    cals = {
+        kind: fit_calibration(s, labels, q, prior, kind, fitted_on)
+        for kind, s in scored.kinds.items()
+    }
+    if "asnorm" in scored.kinds:
+        as_full = summarize(scored.kinds["asnorm"][full], labels[full])
         report.update(asnorm_eer=as_full.eer, asnorm_min_dcf_01=as_full.min_dcf_01)
     return report, cals

@@ -68,13 +68,13 @@ def test_fit_calibrations_fits_cosine_and_asnorm_on_the_cut_trials():
     ]
     groups = [who[i] for _, i, _ in trials]
     cohort = cohort_vectors(cuts.full, [[i] for i in range(len(feats))])
-    report, cals = fit_calibrations(cuts, trials, groups, cohort, fitted_on="toy")
+    report, cals = fit_calibrations(cuts.scored(trials, cohort), groups, fitted_on="toy")
     assert set(cals) == {"cosine", "asnorm"} and cals["cosine"].fitted_on == "toy"
     assert cals["cosine"].trials == len(trials) and cals["cosine"].quality
     assert cals["cosine"].seconds_range()[0] == pytest.approx(0.5, abs=1e-6)
     assert 0 < report["cllr"] < 1 and "asnorm_eer" in report
     with pytest.raises(ValueError):
-        fit_calibrations(cuts, [(0, 0, 7), (0, 1, 8)], [0, 1])
+        fit_calibrations(cuts.scored([(0, 0, 7), (0, 1, 8)]), [0, 1])
 
 
 def test_trial_lists_in_every_format(tmp_path):
