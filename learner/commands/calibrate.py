@@ -31,10 +31,8 @@ from learner.inference.recordings import cut_recordings, folder_cohort
 from learner.inference.speaker_model import SpeakerModel
 from learner.scoring.calibration import act_dcf, cllr, min_cllr
 from learner.scoring.pipeline import fit_calibrations
-from learner.scoring.trials import Names, generate_trials, read_trials
+from learner.scoring.trials import N_TRIALS, Names, generate_trials, read_trials
 from workers.corpus import SpeakerDatabase
-
-N_TRIALS = 6000  # generated trials, here and in learner.evaluate
 
 
 def make_cohort(model: SpeakerModel, how: str) -> tuple[np.ndarray | None, str]:

@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
+from learner.inference.recordings import progress_bar
 from learner.inference.speaker_model import SpeakerModel, expand_inputs
 from learner.scoring.embedding_files import colliding_ids, write_embeddings
 from workers.audio import AudioError
@@ -33,17 +33,22 @@ from workers.quality import Quality
 
 
 def embed_paths(
-    model: SpeakerModel, paths: list[Path], progress: bool = True
+    model: SpeakerModel, paths: list[Path], progress: bool | None = True
 ) -> tuple[np.ndarray, list[tuple[Path, Quality]], list[tuple[Path, str]]]:
+    """Each file's embedding (rows of the usable ones, in order) with its quality, and the
+    files that could not be used with the reason. ``progress``: a bar on stderr (None: only
+    on a terminal)."""
     rows, kept, skipped = [], [], []
-    for path in tqdm(paths, unit="file", desc="embedding", disable=not progress):
-        try:
-            vector, quality = model.embed(path)
-        except AudioError as exc:
-            skipped.append((path, str(exc)))
-            continue
-        rows.append(vector)
-        kept.append((path, quality))
+    with progress_bar(len(paths), "embedding", "file", progress) as bar:
+        for path in paths:
+            bar.update(1)
+            try:
+                vector, quality = model.embed(path)
+            except AudioError as exc:
+                skipped.append((path, str(exc)))
+                continue
+            rows.append(vector)
+            kept.append((path, quality))
     emb = np.stack(rows) if rows else np.zeros((0, model.cfg.model.embedding_dim), np.float32)
     return emb, kept, skipped
 
@@ -85,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_ERROR
-        show = sys.stderr.isatty() if a.progress is None else a.progress
-        emb, kept, skipped = embed_paths(model, list(ids), progress=show)
+        emb, kept, skipped = embed_paths(model, list(ids), a.progress)
         out = Path(a.out)
         write_embeddings(
             out,

@@ -37,13 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.commands.calibrate import N_TRIALS
 from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
 from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
 from learner.scoring.scores import as_norm, error_rates, min_dcf, score_trials, summarize
-from learner.scoring.trials import Names, TrialList, generate_trials, read_trials
+from learner.scoring.trials import N_TRIALS, Names, TrialList, generate_trials, read_trials
 from learner.scoring.windows import embed_files
 from workers.corpus import SpeakerDatabase
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from learner.commands.embed_recordings import embed_paths
 from learner.commands.verify import verify_embedded
-from learner.inference.recordings import progress_bar
 from learner.inference.speaker_model import SpeakerModel
 from learner.scoring.scores import summarize
 from learner.scoring.trials import parse_trial_lines
-from workers.audio import AudioError
 
 COLUMNS = ("enrol", "test", "score", "llr", "p_same", "decision", "rule", "label", "note")
 
@@ -37,14 +36,11 @@ def verify_trials(model: SpeakerModel, a: argparse.Namespace) -> int:
         raise ValueError(f"{a.trials}: no trials in it")
     root = Path(a.root) if a.root else Path(a.trials).resolve().parent
     files = sorted({name for _, x, y, _ in entries for name in (x, y)})
-    embedded: dict[str, tuple | str] = {}
-    with progress_bar(len(files), "embedding", "file", a.progress) as bar:
-        for name in files:
-            try:
-                embedded[name] = model.embed(resolve_name(name, root))
-            except AudioError as exc:
-                embedded[name] = str(exc)
-            bar.update(1)
+    paths = [resolve_name(name, root) for name in files]
+    emb, kept, skipped = embed_paths(model, paths, a.progress)
+    found = {path: (emb[k], quality) for k, (path, quality) in enumerate(kept)}
+    found.update(skipped)  # path -> the reason it could not be used
+    embedded: dict[str, tuple | str] = {n: found[p] for n, p in zip(files, paths, strict=True)}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, scored, labels, decisions, failed = [], [], [], [], 0

@@ -161,14 +161,13 @@ class Calibration:
         exactly when ``p_same >= 0.5``."""
         lo, hi = self.llr_bounds()
         llr = float(self.llr(score, q))
+        threshold = self.threshold(rule, value, q)
         if rule == "prior":
-            threshold = self.threshold(rule, value, q)
             cut = -logit(value)
             same = llr >= cut
             if not lo <= cut <= hi:  # beyond what the evidence supports: no score reaches it
                 threshold = math.inf if cut > hi else -math.inf
         else:
-            threshold = self.threshold(rule, value, q)
             cut = float(self.llr(threshold, q))
             same = score >= threshold
             if same and llr < cut or not same and llr > cut:  # float ties at the bound

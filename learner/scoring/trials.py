@@ -15,6 +15,7 @@ import numpy as np
 
 from workers.corpus import SpeakerDatabase
 
+N_TRIALS = 6000  # trials generated when none are given (calibrate, evaluate)
 Trial = tuple[int, int, int]  # (1 same speaker | 0 different, utterance i, utterance j)
 
 
