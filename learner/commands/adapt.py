@@ -38,7 +38,7 @@ import numpy as np
 
 from learner.commands.cli import add_progress, guarded, load_model, parser
 from learner.inference.domain import Domain
-from learner.inference.recordings import cut_recordings, folder_groups
+from learner.inference.recordings import cut_recordings, folder_of
 from learner.inference.speaker_model import SpeakerModel, expand_inputs
 from learner.scoring.pipeline import CutEmbeddings, cohort_groups, cohort_vectors
 from learner.scoring.unlabelled import adapt_calibration
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         model = load_model(a)
-        if model.calibration() is None or "cosine" not in model.calibrations:
+        if "cosine" not in model.calibrations:
             raise ValueError(
                 f"{model.source} has no calibration to carry to a domain: use the checkpoint "
                 "of a finished run (or run python -m learner.calibrate on it first)"
@@ -152,12 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         cuts, ok = cut_recordings(model, files, a.progress)
         if cuts.n < a.min_recordings:
             raise ValueError(too_few(cuts.n, a.min_recordings, root, "usable recordings"))
-        folder_of = np.full(len(files), -1)
-        for k, g in enumerate(folder_groups(files, root)):
-            if len(g) > 1 or len(files[g[0]].relative_to(root).parts) > 1:
-                folder_of[g] = k
+        groups = np.asarray(folder_of(files, root))[ok].tolist()
         name = a.name or root.resolve().name
-        domain = fit_domain(model, cuts, folder_of[ok].tolist(), name, str(root), a.pairs, a.seed)
+        domain = fit_domain(model, cuts, groups, name, str(root), a.pairs, a.seed)
         target = write_adapted(model, domain, a)
         print(json.dumps({"domain": name, "written": str(target), **domain.info}, indent=1))
         return 0

@@ -67,18 +67,26 @@ def cut_recordings(
     return (cuts.transformed(model.domain.transform) if model.domain else cuts), ok
 
 
+def folder_of(files: Sequence[Path], root: Path) -> list[int]:
+    """Each file's sub-folder of ``root`` as a number (a speaker or a session), -1 for a
+    file directly in ``root`` (one recording, no label)."""
+    ids: dict[str, int] = {}
+    out = []
+    for f in files:
+        parts = f.relative_to(root).parts
+        out.append(ids.setdefault(parts[0], len(ids)) if len(parts) > 1 else -1)
+    return out
+
+
 def folder_groups(files: Sequence[Path], root: Path) -> list[list[int]]:
     """Files grouped by the sub-folder of ``root`` they are in (a speaker each); a file
     directly in ``root`` is a group of its own (one recording, no label)."""
-    by_folder: dict[str, list[int]] = {}
-    groups: list[list[int]] = []
-    for i, f in enumerate(files):
-        parts = f.relative_to(root).parts
-        if len(parts) == 1:
-            groups.append([i])
-        else:
-            by_folder.setdefault(parts[0], []).append(i)
-    return list(by_folder.values()) + groups
+    folders = folder_of(files, root)
+    by_folder: dict[int, list[int]] = {}
+    for i, k in enumerate(folders):
+        by_folder.setdefault(k, []).append(i)
+    alone = [[i] for i in by_folder.pop(-1, [])]
+    return list(by_folder.values()) + alone
 
 
 def folder_cohort(
