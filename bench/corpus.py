@@ -1,10 +1,10 @@
 """Corpus speed: scanning 100,000 files in the VoxCeleb2 layout (AAC .m4a) cold (every
 header read) and warm (manifest cache hit), the share of the warm scan spent on the
 content check (first and last 4 KiB of every file, read on every scan so that other
-audio with a restored mtime is noticed), and ``workers.prepare`` (AAC -> FLAC)
+audio with a restored mtime is noticed), and ``workers.transcode`` (AAC -> FLAC)
 throughput with 1 and 2 Ray workers, in one run.
 
-python bench/corpus.py [--files 100000] [--prepare-files 300]
+python bench/corpus.py [--files 100000] [--transcode-files 300]
 
 The corpus is hard links to real speech encoded as AAC once (the shared set when
 present, else the repository's test fixture): real headers, little disk.
@@ -52,7 +52,7 @@ def build(root: Path, n: int, src: list[Path], per_video: int = 8, per_speaker: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--files", type=int, default=100_000)
-    p.add_argument("--prepare-files", type=int, default=300)
+    p.add_argument("--transcode-files", type=int, default=300)
     a = p.parse_args()
     quiet_ray_env()
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,22 +88,22 @@ def main() -> None:
         import ray
 
         from cluster.ray_session import init_ray
-        from workers.prepare import prepare
+        from workers.transcode import transcode
 
         small = tmp / "small"
-        build(small, a.prepare_files, src)
+        build(small, a.transcode_files, src)
         init_ray(num_cpus=2)
         warm = tmp / "warm"  # start both Ray workers before timing either side
         build(warm, 16, src)
-        prepare(warm, tmp / "warm-out", workers=2, chunk=4, progress=False)
+        transcode(warm, tmp / "warm-out", workers=2, chunk=4, progress=False)
         for workers in (1, 2):
             out = tmp / f"flac-{workers}"
-            r = prepare(small, out, workers=workers, chunk=8, progress=False)
-            assert r["done"] == a.prepare_files, r
-            figures[f"prepare_{workers}w_files_per_s"] = r["files_per_second"]
-            figures[f"prepare_{workers}w_audio_h_per_s"] = r["audio_hours_per_second"]
-        figures["prepare_2w_over_1w"] = round(
-            figures["prepare_2w_files_per_s"] / figures["prepare_1w_files_per_s"], 2
+            r = transcode(small, out, workers=workers, chunk=8, progress=False)
+            assert r["done"] == a.transcode_files, r
+            figures[f"transcode_{workers}w_files_per_s"] = r["files_per_second"]
+            figures[f"transcode_{workers}w_audio_h_per_s"] = r["audio_hours_per_second"]
+        figures["transcode_2w_over_1w"] = round(
+            figures["transcode_2w_files_per_s"] / figures["transcode_1w_files_per_s"], 2
         )
         ray.shutdown()
         report(figures)

@@ -57,7 +57,7 @@ def overhead(cfg, batch, steps: int, rounds: int = 4) -> dict:
     import ray
 
     from cluster.queue import BatchStream, create_queue
-    from cluster.registry import create_registry
+    from cluster.run_registry import create_registry
     from learner.learner import Learner
     from learner.train_step import TrainStep
     from workers.pool import start_producers, stop_producers

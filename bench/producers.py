@@ -49,7 +49,7 @@ def throughput(cfg, producers: int, seconds: float, run_id: str) -> dict:
     import ray
 
     from cluster.queue import BatchStream, StreamStats, create_queue
-    from cluster.registry import create_registry
+    from cluster.run_registry import create_registry
     from workers.pool import start_producers, stop_producers
 
     registry = create_registry(run_id, cfg.to_dict(), "")
@@ -78,7 +78,7 @@ def latency(cfg, run_id: str, n: int = 40) -> float:
     import ray
 
     from cluster.queue import BatchStream, create_queue
-    from cluster.registry import create_registry
+    from cluster.run_registry import create_registry
     from workers.pool import ProducerActor, stop_producers
 
     registry = create_registry(run_id, cfg.to_dict(), "")

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from cluster.validate import ConfigError, build, merge, parse_override
+from cluster.config_builder import ConfigError, build, merge, parse_override
 
 __all__ = ["ConfigError", "parse_override"]  # re-exported: callers see one config module
 

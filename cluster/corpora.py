@@ -1,5 +1,5 @@
 """The corpus names a config may use, defined once: ``data.layout`` and ``data.vctk_mic``
-(validated in :mod:`cluster.validate`, recognised in :mod:`workers.layouts`).
+(validated in :mod:`cluster.config_builder`, recognised in :mod:`workers.layouts`).
 
     "voxceleb" in LAYOUTS          # True: data.layout=voxceleb is a valid setting
 """

@@ -197,7 +197,7 @@ class MetricsWriter:
 
     def unsent(self) -> list[dict[str, Any]]:
         """The train and eval entries still buffered, oldest first, as ``{"stream", "fields"}``:
-        what a checkpoint written while Redis is unreachable carries (``cluster.rewind``)."""
+        what a checkpoint written while Redis is unreachable carries (``cluster.series_rewind``)."""
         streams = {train_key(self.run_id): "train", eval_key(self.run_id): "eval"}
         with self._lock:
             return [

@@ -21,7 +21,7 @@ from cluster.config import config_from_dict
 from cluster.metrics import NULL_METRICS, MetricsWriter
 from cluster.queue import BatchStream, DataTimeout, attach_queue
 from cluster.ray_session import NAMESPACE
-from cluster.registry import attach_registry
+from cluster.run_registry import attach_registry
 from cluster.runs import RunDir
 from learner.checkpoint import Checkpoint, resolve
 from learner.heldout import Cohort, HeldOutEval

@@ -31,9 +31,9 @@ from cluster.metrics import (
 )
 from cluster.queue import create_queue
 from cluster.ray_session import init_ray, spare_cpus
-from cluster.registry import create_registry
-from cluster.rewind import resume_series
+from cluster.run_registry import create_registry
 from cluster.runs import RunDir
+from cluster.series_rewind import resume_series
 from learner.actor import LearnerActor
 from learner.checkpoint import Checkpoint, CheckpointManager
 from workers.pool import start_producers, stop_producers
@@ -103,7 +103,7 @@ class Launch:
             self._rewind(self.resume)
 
     def _rewind(self, ckpt: Checkpoint) -> None:
-        """Put the metric series back to ``ckpt`` (see ``cluster.rewind``)."""
+        """Put the metric series back to ``ckpt`` (see ``cluster.series_rewind``)."""
         step, unsent = ckpt.step, ckpt.state().get("unsent_metrics")
         try:
             deleted, added = resume_series(connect(self.url), self.run_id, step, unsent)

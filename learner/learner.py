@@ -344,7 +344,7 @@ class Learner:
         # after a kill, a resumed run rewinds the series to its checkpoint, and nothing
         # before it may be missing.
         # When Redis is unreachable the entries still buffered travel inside the checkpoint
-        # (cluster.rewind.resume_series adds them to the store when a run resumes from it).
+        # (cluster.series_rewind.resume_series adds them to the store when a run resumes from it).
         unsent = [] if self.metrics.flush() else self.metrics.unsent()
         ckpt = self.checkpoints.save(
             self.step,

@@ -20,7 +20,7 @@ import ray
 
 from cluster.config import ConfigError, config_from_dict, replace
 from cluster.ray_session import init_ray
-from cluster.registry import attach_registry
+from cluster.run_registry import attach_registry
 from workers.pool import start_producers, stop_producers
 
 

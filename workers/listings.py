@@ -7,7 +7,7 @@ A root is one of three things:
   Relative paths are taken from the recipe folder (two levels above ``data/<set>``), then
   from the data folder itself. Piped commands (``<utt> sox ... - |``) are refused: they
   would run a shell command written in a file; convert them once (``wav-copy`` or
-  ``python -m workers.prepare``) or list the files in a CSV manifest;
+  ``python -m workers.transcode``) or list the files in a CSV manifest;
 - a CSV or TSV manifest file: ``path,speaker[,seconds]`` with an optional header row,
   paths relative to the manifest's folder.
 

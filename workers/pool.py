@@ -17,7 +17,7 @@ from cluster.config import RunConfig, config_from_dict
 from cluster.metrics import EVENT_QUARANTINED, MetricsWriter
 from cluster.queue import Envelope, attach_queue
 from cluster.ray_session import NAMESPACE
-from cluster.registry import attach_registry, quarantined_of
+from cluster.run_registry import attach_registry, quarantined_of
 from workers.producer import BatchProducer
 
 log = logging.getLogger(__name__)

@@ -99,7 +99,7 @@ class BatchProducer:
     ) -> BatchProducer:
         """A producer of the run ``cfg`` describes, on its training speakers; ``start``
         counts how often this worker id was started before (its stream depends on it);
-        ``guard`` (a :class:`~cluster.registry.DecodeGuard`) is told which file the
+        ``guard`` (a :class:`~cluster.run_registry.DecodeGuard`) is told which file the
         producer decodes, so a file that kills it is blamed."""
         data = data or RunData.open(cfg.data, cfg.synthetic)
         sampler = TripletSampler(

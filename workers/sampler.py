@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from cluster.validate import SAMPLER_WEIGHTINGS
+from cluster.config_builder import SAMPLER_WEIGHTINGS
 from workers.corpus import MIN_ANCHOR_UTTERANCES, CorpusError, SpeakerDatabase
 
 log = logging.getLogger(__name__)
 
-WEIGHTINGS = SAMPLER_WEIGHTINGS  # the config's choices (cluster.validate)
+WEIGHTINGS = SAMPLER_WEIGHTINGS  # the config's choices (cluster.config_builder)
 
 
 class TripletSampler:

@@ -13,10 +13,10 @@ import redis
 
 from cluster import metrics as M
 from cluster.config import load_config
+from cluster.config_builder import ConfigError
 from cluster.metrics import MetricsWriter
 from cluster.redis_server import EmbeddedRedis
-from cluster.rewind import resume_series, rewind
-from cluster.validate import ConfigError
+from cluster.series_rewind import resume_series, rewind
 from dashboard.store import RunSeries
 from tests.conftest import write_run
 

@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 from cluster.config import load_config
 from cluster.queue import create_queue
 from cluster.ray_session import NAMESPACE
-from cluster.registry import create_registry
+from cluster.run_registry import create_registry
 from learner.actor import LearnerActor
 from learner.launch import learner_options
 from workers.pool import start_producers, stop_producers

@@ -11,7 +11,7 @@ import ray
 from cluster.config import DataConfig, load_config, replace
 from cluster.queue import BatchStream, attach_queue, create_queue
 from cluster.ray_session import init_ray
-from cluster.registry import create_registry
+from cluster.run_registry import create_registry
 from workers.cache import FeatureStore
 from workers.corpus import SpeakerDatabase
 from workers.extract import LogMelExtractor
@@ -293,10 +293,10 @@ def test_a_file_that_kills_its_producer_twice_is_quarantined(ray_session, tmp_pa
     stop_producers("t-killer")
 
 
-def test_prepare_converts_voxceleb2_aac_to_flac_resumably(ray_session, speech_subset, tmp_path):
+def test_transcode_converts_voxceleb2_aac_to_flac_resumably(ray_session, speech_subset, tmp_path):
     from tests.fakes import to_m4a
-    from workers.prepare import main as prepare_main
-    from workers.prepare import plan, prepare
+    from workers.transcode import main as transcode_main
+    from workers.transcode import plan, transcode
 
     src = tmp_path / "VoxCeleb2" / "dev" / "aac"
     speakers = sorted(d for d in speech_subset.iterdir() if d.is_dir())[:3]
@@ -306,9 +306,9 @@ def test_prepare_converts_voxceleb2_aac_to_flac_resumably(ray_session, speech_su
     broken = src / "id00000" / "vid-x_1" / "00009.m4a"
     broken.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)
     out = tmp_path / "flac"
-    first = prepare(src.parents[1], out, workers=2, progress=False)
+    first = transcode(src.parents[1], out, workers=2, progress=False)
     assert first["files"] == 10 and first["done"] == 9 and first["failed"] == 1
-    assert "00009.m4a" in (out / "prepare-skipped.tsv").read_text()
+    assert "00009.m4a" in (out / "transcode-skipped.tsv").read_text()
     converted = SpeakerDatabase.scan(out, use_cache=False)
     original = SpeakerDatabase.scan(src.parents[1], use_cache=False)
     assert converted.layout == "voxceleb" and converted.speakers == [
@@ -324,10 +324,10 @@ def test_prepare_converts_voxceleb2_aac_to_flac_resumably(ray_session, speech_su
     # A run killed part way: a removed output and a stale temporary file; the rest is kept.
     (out / converted.utterances[0].path).unlink()
     (out / "dev/aac/id00001/vid-x_1/.00001.flac.123.tmp").write_bytes(b"half")
-    again = prepare(src.parents[1], out, workers=1, progress=False)
+    again = transcode(src.parents[1], out, workers=1, progress=False)
     assert again["already"] == 8 and again["done"] == 1 and again["failed"] == 1
     assert len(plan(src.parents[1], out)) == 10
-    assert prepare_main([str(tmp_path / "nothing-here"), str(out)]) == 2
+    assert transcode_main([str(tmp_path / "nothing-here"), str(out)]) == 2
 
 
 def sf_info_rate(db) -> set[int]:
