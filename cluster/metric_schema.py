@@ -6,6 +6,7 @@ new metric is one line here.
     fields("eval")        # the eval stream's Redis fields, in order
     scalars("train")      # what TensorBoard draws of a train step (without "step")
     unit("eer")           # "share"
+    shown("eer")          # Shown(label="EER", unit="%", scale=100.0): how charts draw it
 """
 
 from __future__ import annotations
@@ -75,6 +76,55 @@ def wait_share(wait_s: float, step_s: float) -> float:
     definition for the driver's summary, TensorBoard and the autoscaler."""
     busy = (wait_s or 0.0) + (step_s or 0.0)
     return (wait_s or 0.0) / busy if busy > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a metric is drawn: its label, the unit on the axis and the factor to that unit."""
+
+    label: str
+    unit: str
+    scale: float
+
+    @property
+    def axis_title(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+# A unit as a person reads it on an axis: shares as percent, seconds as milliseconds.
+DISPLAY: dict[str, tuple[str, float]] = {
+    "share": ("%", 100.0),
+    "s": ("ms", 1000.0),
+    "bits": ("bits", 1.0),
+    "cosine": ("cosine", 1.0),
+    "count": ("", 1.0),
+    "rate": ("", 1.0),
+    "": ("", 1.0),
+}
+LABELS = {
+    "eer": "EER",
+    "min_dcf_01": "minDCF(0.01)",
+    "min_dcf_05": "minDCF(0.05)",
+    "act_dcf_01": "actDCF(0.01)",
+    "cllr": "Cllr",
+    "min_cllr": "minCllr",
+    "queue_depth": "queue depth",
+    "batches_per_s": "batches/s",
+}
+
+
+def shown(name: str, stream: str = "eval") -> Shown:
+    """How charts and TensorBoard draw ``name``: its label, axis unit and scale."""
+    axis_unit, scale = DISPLAY[unit(name, stream)]
+    return Shown(LABELS.get(name, name.replace("_", " ")), axis_unit, scale)
+
+
+def tensorboard_tag(stream: str, name: str) -> tuple[str, float]:
+    """The TensorBoard tag of a metric and the factor its values are written with: shares
+    as percent (``eval/eer_pct``), so the EER reads as it does everywhere else."""
+    if unit(name, stream) == "share":
+        return f"{stream}/{name}_pct", 100.0
+    return f"{stream}/{name}", 1.0
 
 
 def fields(stream: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.metric_schema import scalars, wait_share
+from cluster.metric_schema import scalars, tensorboard_tag, wait_share
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +96,26 @@ class TensorBoardSink:
 def train_scalars(record: dict[str, Any]) -> dict[str, float]:
     """What TensorBoard shows of a step: the loss and its parts, the learning rate, the
     similarities and their gap, and the timings with the share spent waiting for data."""
-    out = {f"train/{k}": record[k] for k in TRAIN_SCALARS if record.get(k) is not None}
+    out = _tagged("train", TRAIN_SCALARS, record)
     if record.get("cos_ap") is not None and record.get("cos_an") is not None:
         out["train/gap"] = record["cos_ap"] - record["cos_an"]
     if (record.get("wait_s") or 0.0) + (record.get("step_s") or 0.0) > 0:
-        out["train/wait_share"] = wait_share(record.get("wait_s"), record.get("step_s"))
+        out["train/wait_pct"] = 100.0 * wait_share(record.get("wait_s"), record.get("step_s"))
     return out
 
 
 def eval_scalars(result: dict[str, Any]) -> dict[str, float]:
-    return {f"eval/{k}": result[k] for k in EVAL_SCALARS if result.get(k) is not None}
+    return _tagged("eval", EVAL_SCALARS, result)
+
+
+def _tagged(stream: str, names: tuple[str, ...], record: dict[str, Any]) -> dict[str, float]:
+    """``record``'s values of ``names`` under their TensorBoard tags (shares as percent)."""
+    out = {}
+    for k in names:
+        if record.get(k) is not None:
+            tag, scale = tensorboard_tag(stream, k)
+            out[tag] = scale * record[k]
+    return out
 
 
 # Derived from the one declaration (cluster.metric_schema).

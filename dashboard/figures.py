@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.metric_schema import shown
 from dashboard.series import downsample, minmax, moving_average
 from dashboard.store import RunSeries
 
@@ -32,13 +33,13 @@ LAYOUT = dict(
 
 def new_figure(title: str, xaxis_title: str = "", yaxis_type: str = "linear", **kw) -> dict:
     """An empty plotly figure (a plain dict) with the house layout."""
-    layout = dict(
-        LAYOUT,
-        title=dict(text=title, x=0.01, xanchor="left"),
-        xaxis=dict(AXIS, title=dict(text=xaxis_title)),
-        yaxis=dict(AXIS, type=yaxis_type),
-        **kw,
-    )
+    layout = {
+        **LAYOUT,
+        "title": dict(text=title, x=0.01, xanchor="left"),
+        "xaxis": dict(AXIS, title=dict(text=xaxis_title)),
+        "yaxis": dict(AXIS, type=yaxis_type),
+        **kw,  # an axis given here replaces the default one
+    }
     return dict(data=[], layout=layout)
 
 
@@ -57,16 +58,23 @@ def _smoothed(s: RunSeries, field: str, window: int, scale: float = 1.0):
 
 
 def loss_figure(s: RunSeries, log_scale: bool = False) -> dict:
+    """The training loss; with a classifier loss (AAM) the total is drawn, titled as such,
+    with the triplet part beside it."""
     steps, loss = s.train.array("step"), s.train.array("loss")
-    fig = new_figure(
-        "Triplet loss", xaxis_title="step", yaxis_type="log" if log_scale else "linear"
-    )
+    triplet = s.train.array("triplet_loss")
+    parts = bool(len(triplet)) and bool(np.isfinite(s.train.array("cls_loss")).any())
+    title = "Training loss: AAM + triplet" if parts else "Triplet loss"
+    fig = new_figure(title, xaxis_title="step", yaxis_type="log" if log_scale else "linear")
     idx = minmax(loss, MAX_POINTS)
     traces = fig["data"]
-    traces.append(_line(steps[idx], loss[idx], "loss", line=dict(width=1, color="#9ecae1")))
+    name = "total" if parts else "loss"
+    traces.append(_line(steps[idx], loss[idx], name, line=dict(width=1, color="#9ecae1")))
     traces.append(
         _line(*_smoothed(s, "loss", 50), "moving average (50)", line=dict(width=2, color="#08519c"))
     )
+    if parts:
+        style = dict(width=2, dash="dash", color="#41ab5d")
+        traces.append(_line(*_smoothed(s, "triplet_loss", 50), "triplet part (50)", line=style))
     ckpts = [c for c in s.checkpoints() if len(steps) and c <= steps[-1]]
     if ckpts:
         at = np.searchsorted(steps, ckpts).clip(0, len(steps) - 1)
@@ -87,32 +95,77 @@ def similarity_figure(s: RunSeries, margin: float) -> dict:
 
 
 def eer_figure(s: RunSeries) -> dict:
-    fig = new_figure("Held-out EER (%)", xaxis_title="step")
+    """The held-out EER on its own axis (%), the detection cost on a second (a plain number)
+    and the calibration's Cllr on a third (bits): one axis per unit, from the metric
+    declaration (``cluster.metric_schema.shown``)."""
+    eer, dcf, cllr = shown("eer"), shown("min_dcf_01"), shown("cllr")
+    fig = new_figure(
+        "Held-out EER, detection cost and calibration",
+        xaxis_title="step",
+        xaxis=dict(AXIS, title=dict(text="step"), domain=[0.0, 0.76]),
+        yaxis=dict(AXIS, title=dict(text=eer.axis_title), rangemode="tozero"),
+        yaxis2=dict(
+            overlaying="y",
+            side="right",
+            anchor="x",
+            rangemode="tozero",
+            showgrid=False,
+            title=dict(text=dcf.label),
+            nticks=5,
+            tickformat=".2f",
+        ),
+        yaxis3=dict(
+            overlaying="y",
+            side="right",
+            anchor="free",
+            position=0.93,
+            rangemode="tozero",
+            showgrid=False,
+            title=dict(text=cllr.axis_title),
+            nticks=5,
+            tickformat=".2f",
+        ),
+    )
     x = s.eval.array("step")
     low, high = s.eval.array("eer_low"), s.eval.array("eer_high")
     if s.eval.n and np.isfinite(low).any():  # the 95% interval (bootstrap over speakers)
         band = dict(width=0, color="rgba(33,113,181,0.25)")
-        fig["data"].append(_line(x, 100 * high, "95% interval", gl=False, line=band))
+        fig["data"].append(_line(x, eer.scale * high, "95% interval", gl=False, line=band))
         fig["data"].append(
-            _line(x, 100 * low, "95% low", gl=False, line=band, fill="tonexty", showlegend=False)
+            _line(
+                x, eer.scale * low, "95% low", gl=False, line=band, fill="tonexty", showlegend=False
+            )
         )
-    fig["data"].append(_line(x, 100 * s.eval.array("eer"), "EER", gl=False, mode="lines+markers"))
+    fig["data"].append(
+        _line(x, eer.scale * s.eval.array("eer"), "EER", gl=False, mode="lines+markers")
+    )
     smoothed = s.eval.array("eer_smoothed")
     if s.eval.n and np.isfinite(smoothed).any():
         style = dict(dash="dash", color="#08519c")
-        fig["data"].append(_line(x, 100 * smoothed, "smoothed (picks best)", gl=False, line=style))
+        fig["data"].append(
+            _line(x, eer.scale * smoothed, "smoothed (picks best)", gl=False, line=style)
+        )
     if s.eval.n:
-        dcf = 100 * s.eval.array("min_dcf_01")
-        fig["data"].append(_line(x, dcf, "minDCF(0.01) x100", gl=False, line=dict(dash="dot")))
+        y = dcf.scale * s.eval.array("min_dcf_01")
+        fig["data"].append(_line(x, y, dcf.label, gl=False, line=dict(dash="dot"), yaxis="y2"))
         calibrated = s.eval.array("cllr")
         if np.isfinite(calibrated).any():  # the calibration: what it costs over its minimum
             style = dict(dash="dashdot", color="#e6550d")
             fig["data"].append(
-                _line(x, 100 * calibrated, "Cllr x100", gl=False, mode="lines+markers", line=style)
+                _line(
+                    x,
+                    cllr.scale * calibrated,
+                    cllr.label,
+                    gl=False,
+                    mode="lines+markers",
+                    line=style,
+                    yaxis="y3",
+                )
             )
             style = dict(dash="dot", color="#fdae6b")
+            y = cllr.scale * s.eval.array("min_cllr")
             fig["data"].append(
-                _line(x, 100 * s.eval.array("min_cllr"), "minCllr x100", gl=False, line=style)
+                _line(x, y, shown("min_cllr").label, gl=False, line=style, yaxis="y3")
             )
     return fig
 
@@ -157,10 +210,25 @@ def timing_figure(s: RunSeries) -> dict:
 
 
 def producers_figure(s: RunSeries) -> dict:
+    """Each producer's throughput against the batches it built; the learner's queue depth, a
+    whole number of batches, on its own axis against the learner's steps."""
+    depth = s.train.array("queue_depth")
+    top = float(np.nanmax(depth)) if len(depth) and np.isfinite(depth).any() else 1.0
     fig = new_figure(
         "Producer throughput (batches/s) and queue depth",
         xaxis_title="batches built",
-        yaxis2=dict(overlaying="y", side="right", title=dict(text="queue depth")),
+        yaxis=dict(AXIS, title=dict(text=shown("batches_per_s", "producers").label)),
+        xaxis2=dict(overlaying="x", side="top", showgrid=False, tickformat="d"),
+        yaxis2=dict(
+            overlaying="y",
+            side="right",
+            showgrid=False,
+            title=dict(text=shown("queue_depth", "train").label),
+            range=[0, max(1.0, top) * 1.15],  # whole batches: from 0, never clipped at the top
+            tickmode="linear" if top <= 10 else "auto",
+            dtick=1 if top <= 10 else None,
+            tickformat="d",
+        ),
     )
     workers = s.producers.array("worker")
     built, rate = s.producers.array("built"), s.producers.array("batches_per_s")
@@ -168,12 +236,12 @@ def producers_figure(s: RunSeries) -> dict:
         sel = np.nonzero(workers == w)[0]
         sel = sel[downsample(len(sel), MAX_POINTS // 4)]
         fig["data"].append(_line(built[sel], rate[sel], f"producer {int(w)}"))
-    depth = s.train.array("queue_depth")
     if len(depth) and not np.all(np.isnan(depth)):
         steps = s.train.array("step")
         idx = downsample(len(depth), MAX_POINTS)
-        style = dict(yaxis="y2", xaxis="x", line=dict(color="#969696"))
-        fig["data"].append(_line(steps[idx], depth[idx], "queue depth", **style))
+        style = dict(yaxis="y2", xaxis="x2", line=dict(color="#969696"))
+        name = "queue depth (by learner step, top axis)"
+        fig["data"].append(_line(steps[idx], depth[idx], name, **style))
     return fig
 
 
@@ -185,15 +253,17 @@ def summary_line(s: RunSeries) -> str:
     step = int(steps[-1])
     rate = steps_per_second(s)
     max_steps = float(s.meta.get("max_steps", "nan") or "nan")
-    eta = ""
-    if rate > 0 and math.isfinite(max_steps) and max_steps > step:
+    status = s.meta.get("status", "?")
+    planned = f" of {int(max_steps)}" if math.isfinite(max_steps) else ""
+    eta = ""  # only while the run trains: a finished or stopped run has nothing left to wait for
+    if status == "running" and rate > 0 and math.isfinite(max_steps) and max_steps > step:
         eta = f" · ETA {format_seconds((max_steps - step) / rate)}"
+    elif status != "running" and planned:  # e.g. a time budget ended it before max_steps
+        planned = f" ({int(max_steps)} planned)" if max_steps > step else ""
     eer = s.eval.array("eer")
     best = f" · best EER {100 * np.nanmin(eer):.2f}%" if len(eer) else ""
-    status = s.meta.get("status", "?")
     return (
-        f"Run {s.run_id} ({status}) · step {step}"
-        f"{f' of {int(max_steps)}' if math.isfinite(max_steps) else ''} · "
+        f"Run {s.run_id} ({status}) · step {step}{planned} · "
         f"{rate:.2f} steps/s{eta}{best} · {n} points{calibration_text(s)}{lineage_text(s)}"
     )
 

@@ -42,5 +42,7 @@ def test_every_field_an_evaluation_computes_reaches_redis_and_tensorboard(redis_
     assert set(entry) == set(computed) | {"step"}, set(computed) ^ (set(entry) - {"step"})
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    drawn = {t.removeprefix("eval/") for t in events.Tags()["scalars"]}
+    drawn = {t.removeprefix("eval/").removesuffix("_pct") for t in events.Tags()["scalars"]}
     assert drawn == set(computed), set(computed) ^ drawn
+    # shares are drawn as percent, as the dashboard draws them (a fraction used to be shown)
+    assert events.Scalars("eval/eer_pct")[0].value == pytest.approx(25.0)

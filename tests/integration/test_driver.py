@@ -101,7 +101,7 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
-    assert [e.step for e in events.Scalars("eval/eer")][-3:] == [3, 6, 9]
+    assert [e.step for e in events.Scalars("eval/eer_pct")][-3:] == [3, 6, 9]
 
 
 def test_a_time_limited_run_ends_with_its_averaged_model_and_says_so(tmp_path):

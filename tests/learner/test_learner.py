@@ -155,7 +155,7 @@ def test_steps_unsent_at_a_checkpoint_reach_the_store_after_a_resume(cfg, batche
 
     from cluster import metrics as M
     from cluster.redis_server import EmbeddedRedis
-    from cluster.rewind import resume_series
+    from cluster.series_rewind import resume_series
 
     server = EmbeddedRedis(tmp_path / "redis")
     url = server.start()
@@ -245,11 +245,11 @@ def test_tensorboard_events_hold_the_steps_trained_and_the_evaluations(
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert {"train/loss", "train/lr", "train/gap", "train/wait_share", "eval/eer"} <= set(tags)
+    assert {"train/loss", "train/lr", "train/gap", "train/wait_pct", "eval/eer_pct"} <= set(tags)
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
     losses = [r["loss"] for r in learner.recent]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses[1::2], rel=1e-6)
-    assert [(e.step, e.value) for e in events.Scalars("eval/eer")] == [(6, pytest.approx(0.25))]
+    assert [(e.step, e.value) for e in events.Scalars("eval/eer_pct")] == [(6, pytest.approx(25.0))]
 
 
 def test_a_run_without_tensorboard_installed_still_trains(batches, tmp_path, monkeypatch, caplog):
