@@ -47,6 +47,22 @@ def quiet_ray_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def base_on_feature_cache(cache: str):
+    """The base preset on the shared speech set, read through the feature cache in ``cache``
+    (augmentation off: bench/augment.py measures the augmenting path)."""
+    from cluster.config import load_config
+
+    return load_config(
+        "base",
+        [
+            f"data.path={SHARED_SPEECH}",
+            f"data.cache_dir={cache}",
+            "producer.queue_size=8",
+            "augment.enabled=false",
+        ],
+    )
+
+
 def fill_cache(cfg) -> None:
     """Extract every utterance of the run's corpus into the feature cache (in-process)."""
     import contextlib

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import (  # noqa: E402
     SHARED_SPEECH,
+    base_on_feature_cache,
     fill_cache,
     median,
     one_core,
@@ -111,15 +112,7 @@ def main() -> None:
     one_core()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["VE_CACHE_DIR"] = cache
-        cfg = load_config(
-            "base",
-            [
-                f"data.path={SHARED_SPEECH}",
-                f"data.cache_dir={cache}",
-                "producer.queue_size=8",
-                "augment.enabled=false",  # the feature cache path (bench/augment.py: augmented)
-            ],
-        )
+        cfg = base_on_feature_cache(cache)
         t_build = build_time(cfg)
 
         import ray

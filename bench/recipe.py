@@ -62,6 +62,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, SHARED_NOISE, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
+from learner.scoring.trials import N_TRIALS  # noqa: E402
 
 EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --tune)
 EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recordings
@@ -295,7 +296,7 @@ def main() -> None:
         help="a folder of noise recordings for the augmenting recipes (augment.noise_dir)",
     )
     p.add_argument("--data", default=str(SHARED_SPEECH))
-    p.add_argument("--trials", type=int, default=6000)
+    p.add_argument("--trials", type=int, default=N_TRIALS)
     p.add_argument(
         "--split-seed", type=int, default=0, help="another seed: other held-out speakers"
     )

@@ -16,9 +16,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import SHARED_SPEECH, fill_cache, quiet_ray_env, report  # noqa: E402
+from bench.common import base_on_feature_cache, fill_cache, quiet_ray_env, report  # noqa: E402
 from bench.producers import throughput  # noqa: E402
-from cluster.config import load_config, replace  # noqa: E402
+from cluster.config import replace  # noqa: E402
 
 
 def main() -> None:
@@ -29,15 +29,7 @@ def main() -> None:
     figures: dict = {"bench": "scaling", "cores": os.cpu_count(), "preset": "base"}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["VE_CACHE_DIR"] = cache
-        cfg = load_config(
-            "base",
-            [
-                f"data.path={SHARED_SPEECH}",
-                f"data.cache_dir={cache}",
-                "producer.queue_size=8",
-                "augment.enabled=false",  # the feature cache path (bench/augment.py: augmented)
-            ],
-        )
+        cfg = base_on_feature_cache(cache)
         fill_cache(cfg)
         import ray
 
