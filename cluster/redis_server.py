@@ -14,6 +14,7 @@ itself and starts the server again on the persisted data when none is running.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import ipaddress
@@ -135,6 +136,45 @@ def _is_redis(pid: int) -> bool:
     return "redis" in name and state != "Z"
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on TCP ``port`` on this machine (Linux ``/proc/net``)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            # local address "ADDR:PORT" in hex, state 0A is LISTEN, inode is column 10
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def serves(pid: int, port: int, conf: Path) -> bool:
+    """Whether ``pid`` is a live redis-server working in ``conf``'s folder that holds the listening
+    socket of ``port``: what a password may be sent to. A file naming another listener, or
+    the real server's pid with another port, fails; so does anything that cannot be checked
+    (another user's process, no ``/proc``)."""
+    if not isinstance(pid, int) or not _is_redis(pid):
+        return False
+    try:
+        # redis-server rewrites its command line, but it works in its ``dir``: this folder
+        if os.readlink(f"/proc/{pid}/cwd") != str(conf.parent.resolve()):
+            return False
+        inodes = _listening_inodes(port)
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir():
+            link = os.readlink(fd)
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    except OSError:
+        return False
+    return False
+
+
 def _quoted(path: Path) -> str:
     """A path as a redis.conf double-quoted string (backslash and quote escaped)."""
     text = str(path)
@@ -208,6 +248,10 @@ class EmbeddedRedis:
             host = self.recorded_host(info)
             port = info["port"]
             if not isinstance(port, int) or not 0 < port < 65536:
+                return None
+            if not serves(info.get("pid"), port, self.dir / "redis.conf"):
+                # not this folder's server (a planted or stale file): no password is sent
+                log.info("%s names no server of this folder", self.dir / "server.json")
                 return None
             url = self.url(port, host)
             client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
@@ -301,6 +345,13 @@ class EmbeddedRedis:
         deadline = time.time() + timeout
         while time.time() < deadline and _is_redis(pid):
             time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            if _is_redis(pid) and os.readlink(f"/proc/{pid}/cwd") == str(self.dir.resolve()):
+                raise RuntimeError(
+                    f"redis-server {pid} serves {self.dir} but {self.dir / 'server.json'} does "
+                    "not name its port; not starting a second server on the same data (stop "
+                    f"it, or remove the stale record)"
+                )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down (saving) the server this object started, or the one recorded in the folder."""

@@ -59,6 +59,60 @@ def test_a_planted_password_file_is_refused(tmp_path):
         EmbeddedRedis(folder).start()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.2", "203.0.113.9", "127.0.0.1"])
+def test_a_planted_server_file_never_gets_the_password(redis_server, tmp_path, host):
+    """A ``server.json`` naming another listener (any host: a non-loopback one used to fall
+    back to 127.0.0.1 on its port) must not receive ``AUTH``: the password goes only to the
+    redis-server that serves this folder's own redis.conf, found by its pid and port."""
+    import socket
+    import threading
+
+    from cluster.redis_server import EmbeddedRedis
+
+    real, url = redis_server
+    listen_on = host if host.startswith("127.") else "127.0.0.1"
+    listener = socket.socket()
+    listener.bind((listen_on, 0))
+    listener.listen(4)
+    listener.settimeout(3)
+    port = listener.getsockname()[1]
+    heard = []
+
+    def answer() -> None:  # a listener that talks like Redis would, to see what it is sent
+        try:
+            while True:
+                conn, _ = listener.accept()
+                conn.settimeout(1)
+                try:
+                    heard.append(conn.recv(4096))
+                    conn.sendall(b"+OK\r\n")
+                    heard.append(conn.recv(4096))
+                except OSError:
+                    pass
+                conn.close()
+        except OSError:
+            return
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    recorded = json.loads((real.dir / "server.json").read_text())
+    try:
+        # the real server's pid, another port: a file the attacker can write
+        planted = {"port": port, "pid": recorded["pid"], "host": host}
+        (real.dir / "server.json").write_text(json.dumps(planted))
+        assert EmbeddedRedis(real.dir).running_url() is None
+        # nor is a second server started on the data the live one serves
+        with pytest.raises(RuntimeError, match="does not name its port"):
+            EmbeddedRedis(real.dir)._wait_for_previous(timeout=0.2)
+    finally:
+        (real.dir / "server.json").write_text(json.dumps(recorded))
+        listener.close()
+        thread.join(5)
+    password = real.password.encode()
+    assert not any(password in chunk for chunk in heard), heard
+    assert EmbeddedRedis(real.dir).running_url() == url  # the real record is still found
+
+
 def test_writer_schema_numbers_and_json(redis_server):
     _, url = redis_server
     write_run(url, "r1", 100)
