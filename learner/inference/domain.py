@@ -76,7 +76,10 @@ class Domain:
             with np.load(folder / DOMAIN_NPZ, allow_pickle=False) as z:
                 mean = z["mean"].astype(np.float32)
                 cohort = z["cohort"].astype(np.float32) if "cohort" in z.files else None
-            cals = {k: Calibration.from_dict(v) for k, v in meta["calibration"].items()}
+            cals = {
+                k: Calibration.from_dict(v, f"calibration.{k}")
+                for k, v in meta["calibration"].items()
+            }
             domain = cls(str(meta["name"]), mean, cohort, cals, dict(meta.get("info") or {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{meta_file}: unreadable domain ({exc})") from None

@@ -25,7 +25,9 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +118,7 @@ class SpeakerModel:
             cfg,
             model,
             ckpt,
-            state.get("threshold"),
+            checked_threshold(state.get("threshold"), ckpt.path / "state.json"),
             max_speech_s=max_speech_s,
             source=ckpt.path,
             calibrations=read_calibrations(ckpt.calibrations(), ckpt.path),
@@ -138,6 +140,7 @@ class SpeakerModel:
             ) from None
         if front.get("feature_spec") != cfg.features.fingerprint():
             raise CheckpointError(f"{front_file}: its feature spec does not match its config")
+        check_frontend(front, cfg, front_file)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -264,11 +267,52 @@ class SpeakerModel:
         return as_norm(np.asarray(scores, np.float64), emb, trials, cohort)
 
 
+FINGERPRINT = re.compile(r"[0-9A-Za-z+_-]{0,80}")
+
+
+def checked_threshold(t: Any, where: Path) -> float | None:
+    """A stored cosine threshold (None: none stored), or a CheckpointError naming it."""
+    if t is None:
+        return None
+    number = isinstance(t, (int, float)) and not isinstance(t, bool)
+    if not (number and math.isfinite(t) and -1 <= t <= 1):
+        raise CheckpointError(f"{where}: refused (threshold: {t!r:.40} is not a cosine in [-1, 1])")
+    return float(t)
+
+
+def check_frontend(front: dict, cfg: RunConfig, where: Path) -> None:
+    """The top-level fields of an export's ``frontend.json`` agree with its config and are
+    in range (they are documented for other runtimes, so a mismatch means an edited file):
+    a CheckpointError names the field. The calibrations are checked as they are read."""
+    c = cfg.features
+    same = {
+        "sample_rate": c.sample_rate,
+        "n_mels": c.n_mels,
+        "win_length": c.win_length,
+        "hop_length": c.hop_length,
+        "n_fft": c.n_fft,
+        "fmin": c.fmin,
+        "fmax": c.fmax,
+        "segment_frames": cfg.sampler.frames,
+    }
+    for key, want in same.items():
+        if key in front and front[key] != want:
+            raise CheckpointError(
+                f"{where}: refused ({key}: {front[key]!r:.40} is not the config's {want!r})"
+            )
+    checked_threshold(front.get("threshold"), where)
+    fp = front.get("fingerprint", "")
+    if not isinstance(fp, str) or not FINGERPRINT.fullmatch(fp):
+        raise CheckpointError(f"{where}: refused (fingerprint: {fp!r:.40} is not a fingerprint)")
+
+
 def read_calibrations(found: dict, where: Path) -> dict[str, Calibration]:
+    if not isinstance(found, dict):
+        raise CheckpointError(f"{where}: calibration: not a JSON object")
     try:
-        return {k: Calibration.from_dict(v) for k, v in found.items() if v}
+        return {k: Calibration.from_dict(v, f"calibration.{k}") for k, v in found.items() if v}
     except (ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{where}: unreadable calibration ({exc})") from None
+        raise CheckpointError(f"{where}: refused ({exc})") from None
 
 
 def read_domain(folder: Path) -> Domain | None:

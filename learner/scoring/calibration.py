@@ -84,11 +84,74 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+    def from_dict(cls, d: dict[str, Any], name: str = "calibration") -> Calibration:
+        """A stored calibration, every field a decision reads checked (a file can be edited:
+        ``eer_z = -1e300`` would make every pair the same speaker); a ValueError names the
+        field (``name.field``)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{name}: not a calibration (a JSON object)")
         try:
-            return cls(**d)
+            cal = cls(**d)
         except TypeError as exc:
-            raise ValueError(f"not a calibration: {exc}") from None
+            raise ValueError(f"{name}: not a calibration: {exc}") from None
+        cal.check(name)
+        return cal
+
+    def check(self, name: str = "calibration") -> None:
+        """Refuse values no fit writes: not finite, out of range, inconsistent lengths."""
+
+        def numbers(key: str, value, limit: float, length: int | None = None) -> list[float]:
+            ok = isinstance(value, list) and (length is None or len(value) == length)
+            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if ok and all(math.isfinite(v) and abs(v) <= limit for v in value):
+                return [float(v) for v in value]
+            want = f"{length} " if length else ""
+            raise ValueError(
+                f"{name}.{key}: {str(value)[:80]} is not {want}finite numbers within +-{limit:g}"
+            )
+
+        def number(key: str, value, limit: float) -> float:
+            return numbers(key, [value], limit)[0]
+
+        if self.kind not in ("cosine", "asnorm"):
+            raise ValueError(f"{name}.kind: {self.kind!r} is not cosine or asnorm")
+        if not isinstance(self.quality, bool):
+            raise ValueError(f"{name}.quality: {self.quality!r} is not true or false")
+        if not (isinstance(self.norm, list) and len(self.norm) == 3):
+            raise ValueError(f"{name}.norm: not three lists (knots, mean, log-spread)")
+        knots = numbers("norm", self.norm[0], 20)
+        numbers("norm", self.norm[1], 1e3, len(knots))
+        numbers("norm", self.norm[2], 20, len(knots))
+        if not knots or any(b <= a for a, b in zip(knots, knots[1:], strict=False)):
+            raise ValueError(f"{name}.norm: its knots must rise")
+        w = numbers("weights", self.weights, 1e3, 3)
+        number("bias", self.bias, 1e3)
+        lo, hi = numbers("q_range", self.q_range, 20, 2)
+        if lo > hi:
+            raise ValueError(f"{name}.q_range: {self.q_range} is not low, high")
+        if min(w[0] + w[2] * q for q in ((lo, hi) if self.quality else (0.0,))) <= 0:
+            raise ValueError(f"{name}.weights: {w} do not make a higher score raise the LLR")
+        number("eer_z", self.eer_z, 100)
+        if not (isinstance(self.nontarget_z, list) and len(self.nontarget_z) == len(knots)):
+            raise ValueError(f"{name}.nontarget_z: not one list per knot")
+        for z in self.nontarget_z:
+            z = numbers("nontarget_z", z, 1e3)
+            if len(z) < 2 or any(b < a for a, b in zip(z, z[1:], strict=False)):
+                raise ValueError(f"{name}.nontarget_z: quantiles must be two or more, rising")
+        if not 0 < number("prior", self.prior, 1) < 1:
+            raise ValueError(f"{name}.prior: {self.prior} is not between 0 and 1")
+        for count in ("trials", "targets"):
+            v = getattr(self, count)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name}.{count}: {v!r} is not a count")
+        if self.targets > self.trials:
+            raise ValueError(
+                f"{name}.targets: {self.targets} is more than its {self.trials} trials"
+            )
+        if self.llr_range:
+            low, high = numbers("llr_range", self.llr_range, 50, 2)
+            if not low < 0 < high:
+                raise ValueError(f"{name}.llr_range: {self.llr_range} is not low < 0 < high")
 
     def llr_bounds(self) -> tuple[float, float]:
         """The most extreme LLRs the fitting trials support (a calibration written before

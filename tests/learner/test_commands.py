@@ -547,6 +547,61 @@ def test_the_onnx_path_runs_verify_without_tensorflow(trained, lengths, tmp_path
     assert onnx["same_speaker"] == keras["same_speaker"]
 
 
+@pytest.mark.parametrize(
+    "forge, field",
+    [
+        (lambda f: f["calibration"]["cosine"].update(eer_z=-1e300), "calibration.cosine.eer_z"),
+        (
+            lambda f: f["calibration"]["cosine"].update(eer_z=float("nan")),
+            "calibration.cosine.eer_z",
+        ),
+        (lambda f: f["calibration"]["cosine"].update(bias=float("inf")), "calibration.cosine.bias"),
+        (
+            lambda f: f["calibration"]["cosine"].update(weights=[-5.0, 0, 0]),
+            "calibration.cosine.weights",
+        ),
+        (
+            lambda f: f["calibration"]["cosine"].update(llr_range=[9, -9]),
+            "calibration.cosine.llr_range",
+        ),
+        (
+            lambda f: f["calibration"]["cosine"]["norm"][2].__setitem__(0, 1e9),
+            "calibration.cosine.norm",
+        ),
+        (lambda f: f["calibration"]["cosine"].update(prior=1.5), "calibration.cosine.prior"),
+        (lambda f: f.update(sample_rate=8000), "sample_rate"),
+        (lambda f: f.update(threshold=float("nan")), "threshold"),
+        (lambda f: f.update(threshold=-1e300), "threshold"),
+        (lambda f: f.update(fingerprint=["not", "text"]), "fingerprint"),
+        (lambda f: f.update(segment_frames=-3), "segment_frames"),
+    ],
+)
+def test_a_forged_export_is_refused_with_the_field_named(
+    trained, speech_subset, tmp_path_factory, capsys, forge, field
+):
+    """Every ``frontend.json`` field a decision depends on is checked: a forged calibration
+    (``eer_z = -1e300`` made every pair SAME, exit 0; NaN gave "threshold nan") or a top-level
+    field that disagrees with the config is refused with exit 2 and the field named."""
+    from learner.commands.verify import main as verify
+
+    exported = tmp_path_factory.getbasetemp() / "onnx-export"
+    if not (exported / "model.onnx").exists():
+        from learner.commands.export import main as export
+
+        assert export(["-c", str(trained), "-o", str(exported), "--format", "onnx"]) == 0
+    forged = tmp_path_factory.mktemp("forged")
+    for f in exported.iterdir():
+        (forged / f.name).write_bytes(f.read_bytes())
+    front = json.loads((exported / "frontend.json").read_text())
+    forge(front)
+    (forged / "frontend.json").write_text(json.dumps(front))
+    a, b = files(speech_subset, "libri_6019", 2)
+    capsys.readouterr()
+    assert verify([a, b, "-c", str(forged)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "frontend.json" in err, err
+
+
 def non_speech(tmp_path: Path) -> dict[str, Path]:
     """Files that are not speech: steady noise (the shared set's recordings when beside us,
     else brown noise), a tone and a run of musical notes."""
