@@ -17,6 +17,8 @@ SPHERE, ...) and FFmpeg through PyAV for what libsndfile does not read: AAC/M4A
 from __future__ import annotations
 
 import itertools
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,33 @@ class TooShort(AudioError):
     reason = "too_short"
 
 
+def check_file(path: str | Path) -> None:
+    """A recording is a regular file that exists and can be opened: say which of these fails
+    (a pipe would block its reader forever, ``/dev/zero`` never ends, and a missing file is
+    not a decoding error)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UnreadableAudio(path, "no such file") from None
+    except PermissionError:
+        raise UnreadableAudio(path, "permission denied") from None
+    except OSError as exc:
+        raise UnreadableAudio(path, f"cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a folder"
+            if stat.S_ISDIR(mode)
+            else "a pipe"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket or other special file"
+        )
+        raise UnreadableAudio(path, f"not a regular file ({kind}): refused")
+    if not os.access(path, os.R_OK):
+        raise UnreadableAudio(path, "permission denied")
+
+
 def _ffmpeg(path: str | Path) -> bool:
     return str(path).lower().endswith(FFMPEG_EXTENSIONS)
 
@@ -86,6 +115,7 @@ def _ffmpeg(path: str | Path) -> bool:
 def audio_info(path: str | Path) -> tuple[int, int]:
     """``(frames, sample_rate)`` from the file's header, without decoding; an
     :class:`AudioError` when there is no readable audio."""
+    check_file(path)
     if _ffmpeg(path):
         frames, sr = _av_info(path)
     else:
@@ -145,6 +175,7 @@ def _av_blocks(path: str | Path, sample_rate: int, seconds: float) -> Iterator[n
 
 def load_audio(path: str | Path, sample_rate: int = SR) -> np.ndarray:
     """Decode ``path`` to float32 mono at ``sample_rate``; raise an :class:`AudioError`."""
+    check_file(path)
     if _ffmpeg(path):  # FFmpeg down-mixes and resamples; blocks are checked as they come
         blocks = list(audio_blocks(path, sample_rate, 3600.0))
         signal = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
@@ -171,6 +202,7 @@ def audio_blocks(
     """``load_audio`` for long files: float32 mono blocks of about ``seconds`` at
     ``sample_rate``, decoded and resampled as a stream, so memory stays bounded by the block,
     not by the file (an hour of 48 kHz stereo is over 2 GB as one float array)."""
+    check_file(path)
     if _ffmpeg(path):
         for block in _av_blocks(path, sample_rate, seconds):
             if not np.isfinite(block).all():

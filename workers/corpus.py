@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +156,14 @@ class SpeakerDatabase:
             rel, st = item.path, item.stat
             if st is None:
                 _skip(skipped, "missing", rel, "listed but not found")
+                continue
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero never ends, a pipe blocks its reader
+                _skip(
+                    skipped,
+                    "not_a_file",
+                    rel,
+                    "listed but not a regular file (device, pipe or folder)",
+                )
                 continue
             # Read on every scan, unlike the header: a file swapped for other audio of the
             # same size with its mtime restored still gets a new key (bench/corpus.py).

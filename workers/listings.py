@@ -96,8 +96,10 @@ def _folder(root: Path, layout: str, mic: str) -> Listing:
 
 
 def _stat(path: Path) -> os.stat_result | None:
+    """The listed path's status (links followed), or None when there is nothing there; the
+    corpus scan says when it is there but no regular file (a device, a pipe, a folder)."""
     try:
-        return path.stat() if path.is_file() else None
+        return path.stat()
     except OSError:
         return None
 

@@ -26,7 +26,14 @@ import sys
 
 import numpy as np
 
-from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
+from learner.commands.cli import (
+    EXIT_ERROR,
+    add_progress,
+    guarded,
+    load_model,
+    parser,
+    probability,
+)
 from learner.inference.recordings import cut_recordings, folder_cohort
 from learner.inference.speaker_model import SpeakerModel
 from learner.scoring.calibration import act_dcf, cllr, min_cllr
@@ -70,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-trials", type=int, default=N_TRIALS, help="trials to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--prior", type=float, default=0.5, help="the target prior the fit weights to (BOSARIS)"
+        "--prior",
+        type=probability,
+        default=0.5,
+        help="the target prior the fit weights to (BOSARIS), between 0 and 1",
     )
     p.add_argument(
         "--cohort",

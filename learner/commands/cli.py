@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +22,44 @@ from workers.audio import AudioError  # noqa: E402
 from workers.quality import QualityLimits  # noqa: E402
 
 EXIT_ERROR = 2
+
+
+def _number(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return x
+
+
+def finite(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` refused with exit code 2)."""
+    return _number(text)
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a minimum; 0 turns its check off)."""
+    x = _number(text)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return x
+
+
+def positive(text: str) -> float:
+    x = _number(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return x
+
+
+def probability(text: str) -> float:
+    """An argparse type: a rate or prior strictly between 0 and 1."""
+    x = _number(text)
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (both excluded)")
+    return x
 
 
 def parser(
@@ -39,7 +78,7 @@ def parser(
     )
     p.add_argument(
         "--max-speech",
-        type=float,
+        type=positive,
         default=MAX_SPEECH_S,
         metavar="SECONDS",
         help="embed at most this much speech of each input (the first found; a long "
@@ -77,14 +116,14 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     )
     q.add_argument(
         "--min-speech",
-        type=float,
+        type=non_negative,
         default=limits.min_speech_s,
         metavar="SECONDS",
         help=f"seconds of speech after silence removal (default {limits.min_speech_s:g})",
     )
     q.add_argument(
         "--min-snr",
-        type=float,
+        type=non_negative,
         default=limits.min_snr_db,
         metavar="DB",
         help="estimated signal-to-noise ratio: loud frames over the noise floor "
@@ -92,7 +131,7 @@ def add_limits(p: argparse.ArgumentParser) -> None:
     )
     q.add_argument(
         "--min-dynamics",
-        type=float,
+        type=non_negative,
         default=limits.min_dynamics_db,
         metavar="DB",
         help="how much the spectrum changes over 50 ms: speech moves, steady noise, tones "

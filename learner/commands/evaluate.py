@@ -37,7 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.commands.cli import EXIT_ERROR, add_progress, guarded, load_model, parser
+from learner.commands.cli import (
+    EXIT_ERROR,
+    add_progress,
+    guarded,
+    load_model,
+    parser,
+    probability,
+)
 from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--p-target",
-        type=float,
+        type=probability,
         default=0.01,
         help="target prior of the actual and minimum DCF in the calibration report",
     )

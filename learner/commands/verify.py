@@ -48,7 +48,7 @@ import json
 
 import numpy as np
 
-from learner.commands.cli import add_progress, guarded, load_model, parser
+from learner.commands.cli import add_progress, finite, guarded, load_model, parser, probability
 from learner.inference.speaker_model import SpeakerModel
 from learner.scoring.calibration import log_duration
 
@@ -62,9 +62,16 @@ def add_operating_point(p: argparse.ArgumentParser) -> None:
         help="prior: the Bayes decision at --prior (0.5); eer: the calibration trials' "
         "equal-error-rate point",
     )
-    x.add_argument("--far", type=float, metavar="RATE", help="false-accept rate, e.g. 0.01")
-    x.add_argument("--prior", type=float, metavar="P", help="target prior for a Bayes decision")
-    x.add_argument("--threshold", type=float, help="a raw cosine threshold (no calibration)")
+    x.add_argument(
+        "--far",
+        type=probability,
+        metavar="RATE",
+        help="false-accept rate, e.g. 0.01 (at least 1 over the calibration's non-target trials)",
+    )
+    x.add_argument(
+        "--prior", type=probability, metavar="P", help="target prior for a Bayes decision"
+    )
+    x.add_argument("--threshold", type=finite, help="a raw cosine threshold (no calibration)")
     g.add_argument(
         "--asnorm",
         action="store_true",

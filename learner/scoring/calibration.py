@@ -160,6 +160,12 @@ class Calibration:
             return float(self.llr_range[0]), float(self.llr_range[1])
         return -math.log(self.targets + 1), math.log(self.trials - self.targets + 1)
 
+    def smallest_far(self) -> float:
+        """The smallest false-accept rate the non-target trials can show: one of them (0 for
+        a calibration that did not store its counts)."""
+        non = self.trials - self.targets
+        return 1.0 / non if non > 0 else 0.0
+
     def seconds_range(self) -> tuple[float, float]:
         """The shorter input's seconds of speech the calibration was fitted on."""
         return math.exp(self.q_range[0]), math.exp(self.q_range[1])
@@ -188,6 +194,13 @@ class Calibration:
         """The z above which ``far`` of the calibration non-targets of quality ``q`` lie."""
         if not 0 < far < 1:
             raise ValueError(f"--far must be between 0 and 1, got {far}")
+        smallest = self.smallest_far()
+        if far < smallest:
+            raise ValueError(
+                f"--far {far:g} is below what the calibration can show: its "
+                f"{self.trials - self.targets:,} non-target trials support rates from "
+                f"{smallest:.2g}; give --far {smallest:.2g} or more, or calibrate on more trials"
+            )
         grid = np.linspace(0, 1, len(self.nontarget_z[0]))
         at_knots = [np.interp(1 - far, grid, z) for z in self.nontarget_z]
         return float(np.interp(float(self._q(q)), self.norm[0], at_knots))

@@ -34,9 +34,13 @@ def read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r[3] == "target" for r in rows], float), np.array([float(r[2]) for r in rows])
 
 
-def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+def run_cli(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -76,7 +80,7 @@ def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speec
         "empty.wav": "cannot decode",
         "silence.wav": "no speech detected",
         "blip.wav": "no speech detected",
-        "missing.wav": "cannot decode",
+        "missing.wav": "no such file",  # not "cannot decode audio (System error.)"
     }
     for name, message in cases.items():
         assert main([good, str(tmp_path / name), "-c", str(trained)]) == 2, name
@@ -88,6 +92,62 @@ def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speec
     assert "unreadable state.json" in capsys.readouterr().err
     assert main([good, good, "-c", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_a_pipe_or_device_given_as_input_is_refused_not_read(trained, speech_subset, tmp_path):
+    """A FIFO used to hang verify (reading waits for a writer forever); a device such as
+    /dev/zero is no recording either. Both are refused at once, saying why."""
+    good = files(speech_subset, "libri_1081", 1)[0]
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for bad in (fifo, Path("/dev/zero")):
+        try:
+            done = run_cli("learner.verify", good, str(bad), "-c", str(trained), timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"verify hung on {bad}")
+        assert done.returncode == 2, done.stderr[-1000:]
+        assert "not a regular file" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prior", "1"], "--prior: 1 is not between 0 and 1"),
+        (["--prior", "0"], "--prior: 0 is not between 0 and 1"),
+        (["--prior", "nan"], "--prior: 'nan' is not a finite number"),
+        (["--far", "1e-9"], "support rates from"),
+        (["--far", "1.5"], "--far: 1.5 is not between 0 and 1"),
+        (["--min-snr", "nan"], "--min-snr: 'nan' is not a finite number"),
+        (["--min-speech", "-1"], "--min-speech: -1 is below 0"),
+        (["--threshold", "inf"], "--threshold: 'inf' is not a finite number"),
+    ],
+)
+def test_operating_points_and_limits_out_of_range_exit_2(
+    trained, speech_subset, capsys, args, message
+):
+    """``--prior 1`` was a ZeroDivisionError traceback, 0 and nan a math domain error,
+    ``--far 1e-9`` was accepted beyond what the calibration trials show, and
+    ``--min-snr nan`` switched the check off."""
+    from learner.commands.verify import main
+
+    a, b = files(speech_subset, "libri_6019", 2)
+    capsys.readouterr()
+    try:
+        code = main([a, b, "-c", str(trained), *args])
+    except SystemExit as exc:  # argparse refuses a bad value with exit code 2
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_calibrate_refuses_a_prior_it_cannot_fit(trained, speech_subset, capsys):
+    from learner.commands.calibrate import main
+
+    for prior in ("1", "0", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--data", str(speech_subset), "-c", str(trained), "--prior", prior])
+        assert exc.value.code == 2
+        assert "--prior" in capsys.readouterr().err
 
 
 def test_embed_writes_rows_and_lists_skipped(trained, speech_subset, tmp_path):

@@ -198,3 +198,19 @@ def test_manifest_paths_outside_its_folder_are_said_and_a_file_under_two_speaker
     assert sorted(db.skipped["duplicate"]) == [f"./in/{inside[1].name}", f"in/{inside[0].name}"]
     assert "3 listed file(s) lie outside" in caplog.text
     assert "2 file(s) listed under two speakers" in caplog.text
+
+
+def test_a_listed_device_or_pipe_is_skipped_as_no_regular_file(tmp_path, segments, caplog):
+    """``/dev/zero`` in a manifest was reported as "not found"; it is there, but it is no
+    recording (it never ends; a pipe blocks its reader): skipped, saying so."""
+    inside = [link(f, tmp_path / "m" / "in" / f"i{u}.flac") for u, f in enumerate(segments[1])]
+    bobs = [link(f, tmp_path / "m" / "b" / f"b{u}.flac") for u, f in enumerate(segments[0])]
+    os.mkfifo(tmp_path / "m" / "pipe.flac")
+    rows = ["path,speaker", *[f"in/{p.name},carol" for p in inside]]
+    rows += [f"b/{p.name},bob" for p in bobs]
+    rows += ["/dev/zero,bob", "pipe.flac,bob", "gone.flac,bob"]
+    (tmp_path / "m" / "list.csv").write_text("\n".join(rows) + "\n")
+    db = scan(tmp_path / "m" / "list.csv")
+    assert sorted(db.skipped["not_a_file"]) == ["/dev/zero", "pipe.flac"]
+    assert db.skipped["missing"] == ["gone.flac"]
+    assert "not a regular file" in caplog.text
