@@ -3,6 +3,7 @@
 Examples:
     python -m learner.evaluate --root ~/VoxCeleb1/wav -c runs/x -o eval/ --trials veri_test2.txt
     python -m learner.evaluate --embeddings emb/ --trials veri_test2.txt -o eval/
+    python -m learner.evaluate --embeddings emb/ -o eval/   # ids speaker/utt: trials generated
     python -m learner.evaluate --data ~/my-speakers -c runs/x -o eval/ --n-trials 6000
     python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm COHORT_DIR
     python -m learner.evaluate --data DIR -c runs/x -o eval/ --asnorm   # the stored cohort
@@ -14,7 +15,9 @@ official VoxCeleb format (``1 id10270/x6uYqmx31kE/00001.wav id10273/...``: Vox1-
 -E, -H) and Kaldi trials (``enrol test target|nontarget``) are read, their names
 resolved against --data (a path below it, with or without the extension, or an
 utterance id); a trial whose file is missing is skipped and counted. With
-``--embeddings`` saved vectors are scored instead (no audio, no model needed).
+``--embeddings`` saved vectors are scored instead (no audio, no model needed); without
+--trials their ids (``speaker/utterance``, as ``learner.embed`` writes for a folder of
+speaker folders) give the generated trials the corpus would.
 Writes OUT/summary.json, OUT/det.png, OUT/scores.png and OUT/scores.txt
 (``enrol test score target|nontarget`` per trial). With
 ``--baseline mfcc`` the same trials are also scored with a classical baseline
@@ -49,7 +52,14 @@ from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
 from learner.scoring.scores import as_norm, error_rates, min_dcf, score_trials, summarize
-from learner.scoring.trials import N_TRIALS, Names, TrialList, generate_trials, read_trials
+from learner.scoring.trials import (
+    N_TRIALS,
+    Names,
+    TrialList,
+    generate_trials,
+    read_trials,
+    trials_of_speakers,
+)
 from learner.scoring.windows import embed_files
 from workers.corpus import SpeakerDatabase
 
@@ -127,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.embeddings:
         if a.baseline or a.asnorm is not None:
             p.error("--baseline and --asnorm need audio: give --data, not --embeddings")
-        if not a.trials:
-            p.error("--embeddings needs --trials (saved vectors carry no speaker labels)")
     elif not a.data:
         p.error("give --data (a corpus) or --embeddings (saved vectors)")
     elif not a.checkpoint and not a.baseline:
@@ -208,11 +216,31 @@ def _from_embeddings(a: argparse.Namespace) -> tuple[Results, dict, dict]:
                 f"({a.checkpoint}): scores of different models are not comparable"
             )
     summary: dict = {"embeddings": str(a.embeddings), "model": fingerprint}
-    listed = _listed(a.trials, Names([[k] for k in keys]), summary)
-    scores, labels = score_trials(emb, listed.trials)
-    summary.update(trials=len(listed.trials), targets=int(labels.sum()))
+    if a.trials:
+        listed = _listed(a.trials, Names([[k] for k in keys]), summary)
+        trials, names = listed.trials, listed.names
+    else:
+        trials = trials_of_ids(keys, a.n_trials, a.seed, a.embeddings)
+        names = [(keys[i], keys[j]) for _, i, j in trials]
+    scores, labels = score_trials(emb, trials)
+    summary.update(trials=len(trials), targets=int(labels.sum()))
     summary["embeddings_scored"] = summarize(scores, labels).as_dict()
-    return {"embeddings_scored": (scores, labels)}, summary, {"embeddings_scored": listed.names}
+    return {"embeddings_scored": (scores, labels)}, summary, {"embeddings_scored": names}
+
+
+def trials_of_ids(keys: list[str], n_trials: int, seed: int, where) -> list:
+    """Generated trials over saved vectors whose ids are ``speaker/utterance`` (what
+    ``learner.embed`` writes for a corpus folder): the speaker is the id's first part."""
+    plain = [k for k in keys if "/" not in k]
+    if plain:
+        raise ValueError(
+            f"{where}: ids such as {plain[0]!r} carry no speaker (speaker/utterance): give "
+            "--trials, or embed a folder with one sub-folder per speaker"
+        )
+    speakers = [k.split("/", 1)[0] for k in keys]
+    if len(set(speakers)) < 2:
+        raise ValueError(f"{where}: one speaker only; trials need two or more")
+    return trials_of_speakers(speakers, n_trials, seed)
 
 
 def _from_audio(a: argparse.Namespace) -> tuple[Results, dict, dict]:

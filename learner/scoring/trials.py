@@ -22,17 +22,29 @@ Trial = tuple[int, int, int]  # (1 same speaker | 0 different, utterance i, utte
 def generate_trials(db: SpeakerDatabase, n_trials: int, seed: int = 0) -> list[Trial]:
     """``(label, i, j)`` over utterance indices of ``db``: up to half target pairs (all of
     them when fewer), the rest non-target pairs, both drawn with a fixed seed."""
+    return trials_of_speakers([u.speaker for u in db.utterances], n_trials, seed, db.speakers)
+
+
+def trials_of_speakers(
+    speaker_of: list[str], n_trials: int, seed: int = 0, order: list[str] | None = None
+) -> list[Trial]:
+    """:func:`generate_trials` over items labelled by speaker (``speaker_of[i]``; the
+    speakers taken in ``order``, sorted by default): saved embeddings whose ids are
+    ``speaker/utterance`` get the trials their corpus would."""
     rng = np.random.default_rng(seed)
-    targets = [
-        (1, i, j) for s in db.speakers for i, j in itertools.combinations(db.by_speaker[s], 2)
-    ]
+    speakers = list(order) if order is not None else sorted(set(speaker_of))
+    index = {s: k for k, s in enumerate(speakers)}
+    by_speaker: dict[str, list[int]] = {s: [] for s in speakers}
+    for i, s in enumerate(speaker_of):
+        by_speaker[s].append(i)
+    targets = [(1, i, j) for s in speakers for i, j in itertools.combinations(by_speaker[s], 2)]
     if len(targets) > n_trials // 2:
         keep = rng.choice(len(targets), n_trials // 2, replace=False)
         targets = [targets[k] for k in sorted(keep)]
     n_non = max(n_trials - len(targets), len(targets))
-    spk = np.array([db.speaker_index[u.speaker] for u in db.utterances])
+    spk = np.array([index[s] for s in speaker_of])
     nontargets: set[Trial] = set()
-    max_pairs = (len(spk) ** 2 - sum(len(v) ** 2 for v in db.by_speaker.values())) // 2
+    max_pairs = (len(spk) ** 2 - sum(len(v) ** 2 for v in by_speaker.values())) // 2
     while len(nontargets) < min(n_non, max_pairs):
         i, j = (int(x) for x in rng.integers(len(spk), size=2))
         if spk[i] != spk[j]:

@@ -451,6 +451,11 @@ def test_trial_lists_embeddings_by_utterance_id_and_scoring_saved_vectors(
         np.testing.assert_allclose(
             read_scores(again / "scores.txt")[1], read_scores(out / "scores.txt")[1], atol=2e-4
         )
+    # no --trials: the ids (speaker/utterance) give generated trials, as the corpus would
+    generated = tmp_path / "generated"
+    assert evaluate_main(["--embeddings", str(emb_dir), "-o", str(generated)]) == 0
+    made = json.loads((generated / "summary.json").read_text())
+    assert made["trials"] == 36 and made["targets"] == 9  # 3 speakers x 3: all pairs
     other = tmp_path / "other-model"
     shutil.copytree(emb_dir, other)
     index = other / "index.tsv"
