@@ -245,21 +245,14 @@ class CheckpointManager:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._recover()
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        _save_npz(tmp / "weights.npz", weights)
-        _save_npz(tmp / "optimizer.npz", optimizer)
-        for name, arrays in (extra or {}).items():
-            _save_npz(tmp / f"{name}.npz", arrays)
-        meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.time(), **state}
-        meta["best"] = best
-        with open(tmp / "state.json", "w") as fh:
-            json.dump(meta, fh, indent=1, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for name in STEP_EXTRAS:  # the same step saved again: the same model, same extras
-            if (final / name).is_file():
-                shutil.copy2(final / name, tmp / name)
-        fsync_dir(tmp)
+        try:
+            self._write(tmp, final, step, weights, optimizer, state, best, extra)
+        except OSError as exc:  # a full disk, a quota, a folder gone read-only
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays
+            raise CheckpointError(
+                f"cannot write checkpoint {final} ({exc.strerror or exc}); the checkpoints "
+                f"before it are intact. Free space in {self.dir} and resume the run"
+            ) from None
         old = None
         if final.exists():  # the same step saved again (e.g. at exit right after a periodic
             # save): move the old one aside first, so a kill at any point leaves one in place
@@ -276,6 +269,24 @@ class CheckpointManager:
             )
         self._retain()
         return ckpt
+
+    def _write(self, tmp, final, step, weights, optimizer, state, best, extra) -> None:
+        """Every file of the checkpoint into ``tmp``, each fsynced, then ``tmp`` itself."""
+        tmp.mkdir()
+        _save_npz(tmp / "weights.npz", weights)
+        _save_npz(tmp / "optimizer.npz", optimizer)
+        for name, arrays in (extra or {}).items():
+            _save_npz(tmp / f"{name}.npz", arrays)
+        meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.time(), **state}
+        meta["best"] = best
+        with open(tmp / "state.json", "w") as fh:
+            json.dump(meta, fh, indent=1, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for name in STEP_EXTRAS:  # the same step saved again: the same model, same extras
+            if (final / name).is_file():
+                shutil.copy2(final / name, tmp / name)
+        fsync_dir(tmp)
 
     def _retain(self) -> None:
         for stale in [*self.dir.glob(".tmp-*"), *self.dir.glob(".del-*")]:

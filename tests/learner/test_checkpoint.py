@@ -152,3 +152,30 @@ def test_the_exit_save_of_a_calibrated_step_keeps_its_calibration_and_cohort(tmp
     # Another step starts without them.
     other = mgr.save(11, w, {}, {"reason": "exit"})
     assert other.calibrations() == {} and other.cohort() is None
+
+
+def test_a_full_disk_during_a_save_names_the_path_and_leaves_nothing_behind(tmp_path):
+    """A write that fails part way (here a real file-size limit, RLIMIT_FSIZE, as a full disk
+    would: the kernel refuses the write) gives a message with the checkpoint's path, no
+    ``.tmp-ckpt-*`` folder stays, and the checkpoints before it are untouched."""
+    import resource
+
+    from learner.checkpoint import CheckpointError
+
+    mgr = CheckpointManager(tmp_path, keep=3)
+    small = {"0000/x": np.zeros(4, "float32")}
+    mgr.save(1, small, small, {"n": 1})
+    big = {"0000/x": np.zeros(1 << 20, "float32")}  # 4 MB: above the limit below
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with pytest.raises(CheckpointError) as err:
+            mgr.save(2, big, big, {"n": 2})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(tmp_path / "ckpt-00000002") in str(err.value)
+    assert not list(tmp_path.glob(".tmp-*")), list(tmp_path.iterdir())
+    assert [c.step for c in mgr.all()] == [1]
+    assert mgr.all()[0].arrays("weights")["0000/x"].shape == (4,)
