@@ -126,6 +126,7 @@ def resolve_config(a: argparse.Namespace):
         ckpt = CheckpointManager(run.checkpoints).latest()
         if ckpt is None:
             raise ConfigError(f"{run.path} has no checkpoint to resume from")
+        check_config_matches_checkpoint(old, ckpt, run)
         for section in RESUME_FIXED:  # checked before config.yaml is rewritten
             if getattr(cfg, section) != getattr(old, section):
                 raise ConfigError(
@@ -151,6 +152,27 @@ def resolve_config(a: argparse.Namespace):
         cfg = load_config(a.preset or default_preset(a.data), overrides)
     cfg, url = without_secret(cfg)
     return cfg, None, None, url  # the run folder is made once the corpus is known usable
+
+
+def check_config_matches_checkpoint(cfg: RunConfig, ckpt, run: RunDir) -> None:
+    """The run's ``config.yaml`` builds the network its checkpoint holds: a hand edit of the
+    model or features is found here, before Ray starts (it failed inside the learner)."""
+    from learner.checkpoint import CheckpointError
+
+    try:
+        made = config_from_dict(ckpt.state()["config"])
+    except (CheckpointError, KeyError, ValueError) as exc:
+        raise ConfigError(f"{ckpt.path}: no usable config in its state.json ({exc})") from None
+    for section in RESUME_FIXED:
+        mine, theirs = getattr(cfg, section), getattr(made, section)
+        for key in mine.__dict__:
+            if getattr(mine, key) != getattr(theirs, key):
+                raise ConfigError(
+                    f"{run.config_file} says {section}.{key}={getattr(mine, key)}, but "
+                    f"{ckpt.path.name} was trained with {section}.{key}={getattr(theirs, key)}: "
+                    "the file was edited after the run started; put the value back to resume, "
+                    "or start a new run (--init-from RUN to fine-tune from it)"
+                )
 
 
 def fine_tuning_config(parent: str, preset: str, overrides: list[str]) -> RunConfig:

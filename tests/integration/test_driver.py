@@ -89,6 +89,17 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
     other_loss = run(learner_cmd("--resume", str(run_dir), "--set", "learner.loss=aam+triplet"))
     assert other_loss.returncode == 2 and "cannot change learner.loss" in other_loss.stderr
     assert (run_dir / "config.yaml").read_text() == before
+    # a hand edit of the run's config.yaml (the model's width) is found before anything
+    # starts: it failed after 18 s inside Ray's errors with exit 1, and rewrote config.yaml
+    edited = before.replace("width: 0.0625", "width: 0.125")
+    assert edited != before
+    (run_dir / "config.yaml").write_text(edited)
+    hand = run(learner_cmd("--resume", str(run_dir), "--set", "learner.lr=0.002"))
+    assert hand.returncode == 2, hand.stderr[-3000:]
+    assert "model.width" in hand.stderr and "config.yaml" in hand.stderr
+    assert "Traceback" not in hand.stderr and "ray" not in hand.stderr.lower()
+    assert (run_dir / "config.yaml").read_text() == edited  # nothing rewritten
+    (run_dir / "config.yaml").write_text(before)
 
     again = run(learner_cmd("--resume", str(run_dir), "--steps", "9"))
     assert again.returncode == 0, again.stderr[-3000:]
