@@ -8,6 +8,7 @@ run.checkpoints, run.averaged, run.speakers_file   # every name of the folder, h
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -80,6 +81,18 @@ class RunDir:
         if not run.config_file.exists():
             raise FileNotFoundError(f"{run.path} is not a run directory (no config.yaml)")
         return run
+
+    def check_writable(self) -> None:
+        """A resumed run writes checkpoints, metrics and its config here: an OSError that says
+        why (a read-only filesystem, a full disk, no permission) before anything starts."""
+        probe = self.path / f".write-probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot write the run folder {self.path} ({exc.strerror or exc})"
+            ) from None
 
     def write_config(self, cfg: RunConfig) -> None:
         atomic_write_text(self.config_file, cfg.to_yaml())

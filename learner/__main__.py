@@ -121,6 +121,10 @@ def resolve_config(a: argparse.Namespace):
         from learner.checkpoint import CheckpointManager
 
         run = RunDir.open(a.resume)
+        try:
+            run.check_writable()
+        except OSError as exc:
+            raise ConfigError(f"--resume: {exc.strerror}; a resumed run writes there") from None
         old = run.read_config()
         cfg, url = without_secret(apply_overrides(old, overrides) if overrides else old)
         ckpt = CheckpointManager(run.checkpoints).latest()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import psutil
 import pytest
 
@@ -506,3 +507,33 @@ def test_fine_tuning_starts_from_a_run_keeps_its_network_and_resumes(tmp_path):
     assert (
         load_config(str(tmp_path / "ft" / "config.yaml")).learner.init_from == cfg.learner.init_from
     )
+
+
+def test_resume_on_a_read_only_filesystem_is_one_line_and_exit_2(tmp_path, capsys):
+    """A real read-only bind mount of a run folder: --resume said nothing useful (a
+    traceback from the config rewrite); now one line naming the folder, exit code 2,
+    before Ray starts."""
+    from cluster.config import load_config
+    from cluster.runs import RunDir
+    from learner.__main__ import main
+
+    cfg = load_config("smoke")
+    src = RunDir.create(tmp_path / "src", cfg, "r1")
+    w = {"0000/x": np.zeros(3, "float32")}
+    CheckpointManager(src.checkpoints).save(3, w, w, {"config": cfg.to_dict()})
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", str(tmp_path / "src"), str(ro)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only bind mount needs root with CAP_SYS_ADMIN: {mounted.stderr!r}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        code = main(["--resume", str(ro / "r1"), "--set", "learner.lr=0.002", "--no-progress"])
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "cannot write the run folder" in err and "Read-only file system" in err
+    assert "Traceback" not in err
