@@ -34,6 +34,24 @@ def _number(text: str) -> float:
     return x
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (newline, ESC, DEL, C1) escaped as
+    ``\n``, ``\x1b``, so a stored name cannot forge output lines or drive the terminal."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def speaker_name(text: str) -> str:
+    """An argparse type: a speaker name without control characters (it is printed)."""
+    if not text.strip() or printable(text) != text:
+        raise argparse.ArgumentTypeError(
+            f"{printable(text)!r}: a name needs visible characters and no control characters"
+        )
+    return text
+
+
 def finite(text: str) -> float:
     """An argparse type: a finite number (``nan`` and ``inf`` refused with exit code 2)."""
     return _number(text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
+from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser, speaker_name
 from learner.commands.embed_recordings import embed_paths
 from learner.inference.speaker_model import expand_inputs
 from learner.scoring.profiles import ProfileStore
@@ -19,7 +19,7 @@ from learner.scoring.profiles import ProfileStore
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.enroll", __doc__)
-    p.add_argument("name", help="speaker name")
+    p.add_argument("name", type=speaker_name, help="speaker name (no control characters)")
     p.add_argument("inputs", nargs="+", help="recordings of that speaker (files or folders)")
     p.add_argument("--store", required=True, help="profile store file (created if missing)")
     a = p.parse_args(argv)

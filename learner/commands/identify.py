@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser
+from learner.commands.cli import EXIT_ERROR, guarded, load_model, parser, printable
 from learner.commands.verify import add_operating_point, decide, reachable
 from learner.scoring.calibration import MAX_SECONDS, log_duration
 from learner.scoring.profiles import ProfileStore
@@ -27,11 +27,13 @@ from learner.scoring.profiles import ProfileStore
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m learner.identify", __doc__)
-    p.add_argument("recording")
+    p.add_argument("recording", help="the recording to identify (an audio file)")
     p.add_argument("--store", required=True, help="profile store written by learner.enroll")
     p.add_argument("--top", type=int, default=3, help="how many speakers to list (1 or more)")
     add_operating_point(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the ranking"
+    )
     a = p.parse_args(argv)
     if a.top < 1:
         p.error(f"--top must be at least 1, got {a.top}")
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if best is None:
             for rank, r in enumerate(ranked, 1):
-                print(f"{rank}. {r['speaker']}\t{r['score']:.3f}")
+                print(f"{rank}. {printable(r['speaker'])}\t{r['score']:.3f}")
             print("no decision: the checkpoint has no threshold yet (pass --threshold)")
             return 0
         if a.json:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             for rank, r in enumerate(ranked, 1):
-                print(f"{rank}. {r['speaker']}\t{r['score']:.3f}")
+                print(f"{rank}. {printable(r['speaker'])}\t{r['score']:.3f}")
             extra = (
                 f" (LLR {best['llr']:+.2f}, P(same speaker) {best['p_same']:.3f} at prior "
                 f"{best['at_prior']:g})"

@@ -191,7 +191,19 @@ def test_enroll_and_identify(trained, speech_subset, tmp_path, capsys):
     scores = [x["score"] for x in r["ranking"]]
     assert sorted(names) == ["axb", "jackson", "remy"] and names[0] == "axb"
     assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0, abs=1e-4)
+    # a name holding a newline or ESC (a store from before names were checked, or edited)
+    # is printed escaped: it cannot forge a ranking line or drive the terminal
     data = json.loads(Path(store).read_text())
+    data["speakers"]["evil\n1. forged\t1.000\x1b[2J"] = data["speakers"].pop("axb")
+    Path(store).write_text(json.dumps(data))
+    capsys.readouterr()
+    assert identify([probe, "-c", str(trained), "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\n1. forged" not in out
+    assert "1. evil\\n1. forged\\t1.000\\x1b[2J\t" in out
+    with pytest.raises(SystemExit) as refused:  # and enroll no longer stores such a name
+        enroll(["a\x1bb", probe, "-c", str(trained), "--store", store])
+    assert refused.value.code == 2 and "control characters" in capsys.readouterr().err
     data["spec"] = "another-spec"
     Path(store).write_text(json.dumps(data))
     assert identify([probe, "-c", str(trained), "--store", store]) == 2
