@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from dashboard.app import Dashboard
+from dashboard.app import Dashboard, allowed_hosts
 from dashboard.store import RunsDirSource, UrlSource
 
 
@@ -35,10 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
     p.add_argument("--port", type=int, default=8050)
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (a name that points at this machine); "
+        "others get 403, so a site rebound to this address cannot read the dashboard",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     source = UrlSource(a.redis) if a.redis else RunsDirSource(a.runs)
-    board = Dashboard(source)
+    board = Dashboard(source, allowed_hosts=allowed_hosts(a.host, tuple(a.allow_host)))
     print(f"dashboard for {source.describe()} on http://{a.host}:{a.port}", file=sys.stderr)
     board.app.run(host=a.host, port=a.port, debug=False)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 
@@ -18,16 +19,56 @@ from dashboard.store import RunSeries, StoreUnavailable
 
 log = logging.getLogger(__name__)
 REFRESH_MS = 2000
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def allowed_hosts(bound: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> frozenset[str]:
+    """The names a request's ``Host:`` may carry: loopback, the address the server is bound
+    to, and ``extra`` (``--allow-host``); bound to every address, also this machine's names.
+    Anything else is refused, so a site whose name is rebound to 127.0.0.1 (DNS rebinding)
+    cannot read the dashboard from a browser."""
+    names = set(LOOPBACK_NAMES) | {n.lower().strip("[]") for n in extra}
+    if bound in WILDCARDS:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    else:
+        names.add(bound.lower().strip("[]"))
+    return frozenset(names)
+
+
+def host_name(header: str) -> str:
+    """``Host:`` without its port: ``[::1]:8050`` -> ``::1``, ``Localhost:80`` -> ``localhost``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class Dashboard:
     """Holds the source and the series read so far; ``app`` is the Dash application."""
 
-    def __init__(self, source, refresh_ms: int = REFRESH_MS) -> None:
+    def __init__(
+        self, source, refresh_ms: int = REFRESH_MS, allowed_hosts: frozenset[str] | None = None
+    ) -> None:
         self.source = source
         self.series: dict[str, RunSeries] = {}
         self.lock = threading.Lock()
         self.app = build_app(self, refresh_ms)
+        self.allowed_hosts = allowed_hosts or LOOPBACK_NAMES
+        self.app.server.before_request(self._check_host)
+
+    def _check_host(self):
+        from flask import request
+
+        name = host_name(request.host or "")
+        if name in self.allowed_hosts:
+            return None
+        return (
+            f"This dashboard is not served under the name {name!r}: open it by its address "
+            "(http://127.0.0.1:PORT), or start it with --allow-host NAME.\n",
+            403,
+            {"Content-Type": "text/plain; charset=utf-8"},
+        )
 
     def run_options(self) -> tuple[list[dict] | None, str]:
         """Dropdown options (newest first) and a message ('' when fine); options are None

@@ -11,7 +11,7 @@ from cluster import metrics as M
 from cluster.config import load_config
 from cluster.metrics import MetricsWriter
 from cluster.redis_server import EmbeddedRedis
-from dashboard.app import Dashboard
+from dashboard.app import Dashboard, allowed_hosts
 from dashboard.store import RunsDirSource, RunSeries, UrlSource
 from tests.conftest import write_run
 
@@ -200,3 +200,26 @@ def test_forged_callback_inputs_get_the_pages_message_not_a_500(tmp_path, run_id
     assert answer.status_code == 200, answer.get_data(as_text=True)[:500]
     message = answer.get_json()["response"]["run-message"]["children"]
     assert message.startswith("Bad request:")
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "status"),
+    [
+        ("127.0.0.1", "127.0.0.1:8050", 200),
+        ("127.0.0.1", "localhost:8050", 200),
+        ("127.0.0.1", "[::1]:8050", 200),
+        ("127.0.0.1", "evil.example:8050", 403),  # DNS rebinding: a site's name, our address
+        ("127.0.0.1", "127.0.0.1.evil.example", 403),
+        ("10.1.2.3", "10.1.2.3:8050", 200),  # --host says which address it serves
+        ("10.1.2.3", "evil.example", 403),
+    ],
+)
+def test_only_loopback_names_or_the_served_host_reach_the_dashboard(tmp_path, bound, host, status):
+    """The dashboard answered a ``Host:`` header of any site with 200, so a page of another
+    site whose name was rebound to 127.0.0.1 could read it. Only loopback names and the
+    address ``--host`` serves (and ``--allow-host`` names) are answered."""
+    board = Dashboard(RunsDirSource(tmp_path), allowed_hosts=allowed_hosts(bound))
+    client = board.app.server.test_client()
+    assert client.get("/", headers={"Host": host}).status_code == status
+    if status == 403:
+        assert b"not served under the name" in client.get("/", headers={"Host": host}).data
