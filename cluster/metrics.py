@@ -282,8 +282,11 @@ class MetricsWriter:
                 elif values:
                     self.tensorboard.scalars(step, values)
             self.tensorboard.flush()
-        except OSError as exc:  # a full disk: the run goes on without event files
-            log.warning("TensorBoard events stopped: %s", exc)
+        except OSError as exc:  # a full disk, a deleted folder: the run goes on without them
+            log.warning(
+                "TensorBoard events stopped (%s); the Redis series and the dashboard go on",
+                exc,
+            )
             self.tensorboard = None
 
     def close(self, timeout: float = 5.0) -> None:

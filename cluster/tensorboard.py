@@ -87,7 +87,11 @@ class TensorBoardSink:
         self._write(self._event(wall_time=time.time(), step=int(step) + 1, session_log=start))
 
     def flush(self) -> None:
+        """Write out what is buffered; an OSError when the event file was removed (the
+        writes would go on into a deleted file, lost without a word)."""
         self._fh.flush()
+        if os.fstat(self._fh.fileno()).st_nlink == 0:
+            raise OSError(f"{self.path} was removed (its folder deleted or cleaned up)")
 
     def close(self) -> None:
         self._fh.close()
