@@ -2,8 +2,9 @@
 file, kept on disk and in memory, so each file is decoded once.
 
 Cache layout: ``<cache_root>/<kind>/<corpus-key>/<spec>/<hash>.npy`` (``features`` for
-log-mel, ``waves`` for int16 speech), the hash of the file's relative path, size and
-mtime (the manifest's key), so a replaced or repaired file is extracted again. A file
+log-mel, ``waves`` for int16 speech), the hash of the file's relative path and the hash of
+its whole content (the manifest's), so a file whose bytes changed anywhere is extracted
+again, and one only touched or copied is not. A file
 that cannot be used leaves ``<hash>.rej`` holding the reason, so the next pass skips it
 without decoding it again. Every write goes to a temporary name first and is renamed
 into place, so a killed writer leaves no half-written entry and a restarted one simply
@@ -65,10 +66,12 @@ class FeatureStore:
         return cls(default_cache_root(cache_dir) / extractor.kind / key / extractor.spec)
 
     def key(self, utt: Utterance) -> str:
-        """The entry of one version of a file: its path, size, mtime and content check, as
-        in the manifest. A file replaced by other audio (even of the same size with its
-        mtime restored), or a rejected file repaired, gets a fresh entry."""
-        ident = f"{utt.path}\0{utt.size}\0{utt.mtime_ns}\0{utt.content}"
+        """The entry of one version of a file: its path and content hash, as in the manifest
+        (its size and mtime where the hash could not be read). A file whose bytes changed
+        anywhere (even with its size and mtime restored), or a rejected file repaired, gets
+        a fresh entry; a file only touched keeps its features."""
+        version = utt.content or f"{utt.size}\0{utt.mtime_ns}"
+        ident = f"{utt.path}\0{version}"
         return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
     def npy(self, utt: Utterance) -> Path:

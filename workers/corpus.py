@@ -3,9 +3,10 @@
 ``SpeakerDatabase.scan(root)`` walks a corpus in one of the layouts of
 :mod:`workers.layouts` (found automatically from where the audio files sit).
 Durations come from file headers (``soundfile.info``), never from decoding
-audio bodies. The manifest is cached as JSON keyed by each file's size, mtime and a
-content check (a hash of its first and last 4 KiB, read on every scan), so a rescan
-re-reads only the headers of files that changed. Files that
+audio bodies. The manifest is cached as JSON keyed by each file's inode status (size,
+mtime, ctime, inode number), with a BLAKE2b hash of its whole content that is computed
+again only when that status changed, so a rescan reads no audio and re-reads only the
+headers of files whose bytes changed. Files that
 cannot be used are skipped with one warning each and counted by reason in
 ``db.skipped``.
 
@@ -32,8 +33,10 @@ from workers.listings import ListingError, list_root, utterance_id
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 2  # 2: entries carry a content check (size + first and last blocks)
-CONTENT_BLOCK = 4096  # bytes read at each end of a file for its content check
+# 3: entries carry the file's inode status (size, mtime, ctime, inode) and a hash of its whole
+# content, computed again whenever that status changed (2: a hash of its first and last 4 KiB)
+MANIFEST_VERSION = 3
+HASH_CHUNK = 1 << 20  # bytes read at a time for the content hash
 MIN_ANCHOR_UTTERANCES = 2  # a speaker with fewer can be a negative, never an anchor
 
 
@@ -50,7 +53,7 @@ class Utterance:
     size: int = 0  # bytes and mtime when scanned: which version of the file this is
     mtime_ns: int = 0
     utt: str = ""  # the corpus's utterance id (Kaldi); else derived from the path
-    content: str = ""  # a hash of the file's first and last blocks (content_check)
+    content: str = ""  # a hash of the file's whole content (content_hash)
 
     @property
     def utt_id(self) -> str:
@@ -62,20 +65,26 @@ def corpus_key(root: Path) -> str:
     return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:10]}"
 
 
-def content_check(path: Path, size: int) -> str:
-    """A cheap check of which audio a file holds: a hash of its size and its first and last
-    ``CONTENT_BLOCK`` bytes. Files copied with their mtime kept (``rsync -t``, ``tar``) and
-    the same size are told apart unless they differ only in the middle."""
-    digest = hashlib.sha1(str(size).encode())
+def content_hash(path: Path) -> str:
+    """Which audio a file holds: BLAKE2b of its whole content, streamed (bounded memory).
+    The scan computes it when the file's inode status (:func:`status_key`) changed, so a
+    warm scan reads no audio (``bench/corpus.py`` measures the cost per hour of audio)."""
+    digest = hashlib.blake2b(digest_size=8)
     try:
         with open(path, "rb") as fh:
-            digest.update(fh.read(CONTENT_BLOCK))
-            if size > CONTENT_BLOCK:
-                fh.seek(max(CONTENT_BLOCK, size - CONTENT_BLOCK))
-                digest.update(fh.read(CONTENT_BLOCK))
+            while chunk := fh.read(HASH_CHUNK):
+                digest.update(chunk)
     except OSError:
         return ""
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def status_key(st: os.stat_result) -> list[int]:
+    """What tells a scan that a file may hold other bytes: size, mtime, and the inode's
+    change time and number. A tool can restore a file's mtime (``touch -d``, ``rsync -t``,
+    ``tar``) but not its ctime, which any write (and the restore itself) moves on; a file
+    copied or swapped into place is another inode."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def wav_is_truncated(path: Path, size: int) -> bool:
@@ -165,13 +174,16 @@ class SpeakerDatabase:
                     "listed but not a regular file (device, pipe or folder)",
                 )
                 continue
-            # Read on every scan, unlike the header: a file swapped for other audio of the
-            # same size with its mtime restored still gets a new key (bench/corpus.py).
-            content = content_check(listing.base / rel, st.st_size)
-            key = [st.st_size, st.st_mtime_ns, content]
-            hit = cached.get(rel)
-            probe = hit[3] if hit and hit[:3] == key else _probe(listing.base / rel, st.st_size)
-            entries[rel] = key + [probe]
+            # The whole file is hashed again whenever its inode status changed: an edit
+            # anywhere in it, with its mtime restored, still gets a new key.
+            key, hit = status_key(st), cached.get(rel)
+            if hit and hit[:4] == key:
+                content, probe = hit[4], hit[5]
+            else:
+                content = content_hash(listing.base / rel)
+                same = hit and hit[4] == content and content  # status moved, bytes did not
+                probe = hit[5] if same else _probe(listing.base / rel, st.st_size)
+            entries[rel] = [*key, content, probe]
             if item.speaker is None:
                 _skip(skipped, "outside_layout", rel, f"not where {listing.layout} keeps audio")
             elif item.speaker == "":
@@ -330,7 +342,7 @@ def _read_manifest_cache(path: Path) -> dict[str, list]:
     if data.get("version") != MANIFEST_VERSION:
         return {}
     return {
-        k: [v[0], v[1], v[2], v[3] if isinstance(v[3], str) else tuple(v[3])]
+        k: [*v[:5], v[5] if isinstance(v[5], str) else tuple(v[5])]
         for k, v in data.get("files", {}).items()
     }
 

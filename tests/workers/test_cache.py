@@ -106,3 +106,37 @@ def test_other_audio_with_the_same_size_and_a_restored_mtime_is_extracted_again(
     assert before.shape == after.shape and not np.array_equal(before, after)
     fresh = LogMelExtractor(cfg)(target, 1.0)
     np.testing.assert_array_equal(after, fresh)
+
+
+def test_an_edit_in_the_middle_of_a_file_with_its_mtime_restored_is_extracted_again(tmp_path):
+    """The content key used to cover size, mtime and the first and last 4 KiB: samples
+    rewritten between them, with the mtime restored, kept their old features. The scan
+    now hashes the whole file whenever its inode status changed (ctime, which no tool can
+    restore), so the edit gets a new key."""
+    import os
+
+    corpus, store = tmp_path / "c", FeatureStore(tmp_path / "store")
+    for s in range(2):
+        for u in range(2):
+            write_wav(corpus / f"s{s}" / f"u{u}.wav", 3.0, f0=120 + 80 * s)
+    target = corpus / "s0" / "u0.wav"
+    stat = target.stat()
+    cfg = FeatureConfig()
+
+    def features() -> np.ndarray:
+        db = SpeakerDatabase.scan(corpus, cache_dir=str(tmp_path))
+        src = CachedSource(db, LogMelExtractor(cfg), store, write_cache=True)
+        return np.array(
+            src.get(next(i for i, u in enumerate(db.utterances) if u.path == "s0/u0.wav"))
+        )
+
+    before = features()
+    data = bytearray(target.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16384] = bytes(16384)  # 0.5 s of silence, far from both ends
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    after = features()
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, LogMelExtractor(cfg)(target, 1.0))
