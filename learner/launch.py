@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import ray
 import redis
@@ -197,9 +198,34 @@ class Launch:
         :class:`ProducersFailed` when all of them have failed instead of waiting forever."""
         while True:
             ready, _ = ray.wait([ref], timeout=poll)
+            self.check_store()
             if ready:
                 return ray.get(ref)
             self.watch.check()
+
+    def check_store(self) -> None:
+        """The run's embedded Redis, started again on its port from its own data when it
+        stopped (killed, out of memory): the learner and the producers keep their URL and
+        send what they buffered meanwhile, so no step's metrics are lost and the run's
+        status ends true. Said once per restart; a server that cannot start is said once."""
+        server = self.embedded
+        if server is None or server.proc is None or server.proc.poll() is None:
+            return
+        port = urlsplit(self.url).port
+        log.warning(
+            "the run's embedded Redis stopped (exit code %s); starting it again on port %d "
+            "from its data in %s",
+            server.proc.returncode,
+            port,
+            server.dir,
+        )
+        try:
+            server.start(port=port)
+        except RuntimeError as exc:  # the port taken meanwhile, a broken data folder
+            server.proc = None  # said once; metrics stay buffered in the writers
+            log.error("could not start the run's Redis again: %s", str(exc).splitlines()[0])
+            return
+        self.writer.event(EVENT_RESTART, {"store": "redis", "port": port})
 
     def final_save(self, timeout: float = 120) -> str | None:
         """The learner's exit checkpoint; None (with a warning) when it cannot be written.
@@ -225,6 +251,7 @@ class Launch:
                 self.queue = self.registry = self.actor = None
                 ray.shutdown()
         finally:
+            self.check_store()  # the status is written even if the store stopped meanwhile
             status = STATUS_OF_EXIT.get(code, "failed")
             if error:
                 self.writer.event(EVENT_ERROR, {"message": error, "exit_code": code})

@@ -382,6 +382,39 @@ def test_a_killed_learner_is_restarted_from_its_checkpoint(tmp_path):
     assert [e for e in s["events"] if e["kind"] == "restart"]
 
 
+def test_the_runs_embedded_redis_killed_mid_run_is_started_again(tmp_path):
+    """kill -9 of the run's own redis-server: training went on, but the server was never
+    started again, the metrics of the rest of the run were lost and the status stayed
+    "running". The driver starts it again on its port from its data: every step once, the
+    status true."""
+    proc = subprocess.Popen(
+        learner_cmd(
+            "--runs", str(tmp_path), "--run-id", "kr", "--steps", "60",
+            "--set", "learner.eval_every=0",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "REDIS_URL": ""},
+    )  # fmt: skip
+    lines = []
+    while True:
+        line = proc.stdout.readline()
+        lines.append(line)
+        assert line, "the run ended before training started:\n" + "".join(lines)[-3000:]
+        if "INFO learner: step" in line:
+            break
+    pid = json.loads((tmp_path / "kr" / "redis" / "server.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out[-3000:]
+    assert "embedded Redis stopped" in out, out[-3000:]
+    steps, status = train_steps(tmp_path / "kr")
+    assert steps == list(range(1, 61)) and status == "finished", out[-3000:]
+
+
 def test_redis_stopped_and_restarted_mid_run(tmp_path):
     server = EmbeddedRedis(tmp_path / "store")
     url = server.start(die_with_parent=False)
