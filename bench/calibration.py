@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, SHARED_NOISE, SHARED_SPEECH, report  # noqa: E402
 from learner.scoring.calibration import CUTS  # noqa: E402
+from learner.scoring.trials import N_TRIALS  # noqa: E402
 
 LENGTHS = ("full", *(f"{cut:g}s" for cut in CUTS))  # the versions the calibration fits on
 TARGETS = (0.01, 0.05)
@@ -248,7 +249,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("-c", "--checkpoint", default=str(ROOT / "runs" / "readme-real"))
-    p.add_argument("--trials", type=int, default=6000, help="trials per half")
+    p.add_argument("--trials", type=int, default=N_TRIALS, help="trials per half")
     p.add_argument(
         "--list-trials", type=int, default=5000, help="trials for verify --trials (timed)"
     )
