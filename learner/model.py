@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import math
 
-import keras
-from keras import layers, ops
+from learner.backend import tensorflow_quietly
 
-from cluster.config import ModelConfig
+tensorflow_quietly()  # before Keras imports it: no CUDA chatter on a CPU machine
+
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+from cluster.config import ModelConfig  # noqa: E402
 
 STAGE_FILTERS = (64, 128, 256, 512)
 RELU_CLIP = 20.0

@@ -12,9 +12,10 @@ trace would mean a bug (``tracing_count`` lets a test prove it).
 from __future__ import annotations
 
 import logging
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
+from learner.backend import tensorflow_quietly  # noqa: E402
+
+tensorflow_quietly()  # TF's C++ start-up chatter, kept for --verbose
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

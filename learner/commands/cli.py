@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from learner.backend import VERBOSE_ENV  # noqa: E402
 from learner.checkpoint import CheckpointError  # noqa: E402
 from learner.inference.speaker_model import MAX_SPEECH_S, RUNTIMES, SpeakerModel  # noqa: E402
 from workers.audio import AudioError  # noqa: E402
@@ -110,6 +111,11 @@ def parser(
         "python -m learner.export --format onnx folder; no TensorFlow needed), Keras for "
         "a checkpoint (auto: by what --checkpoint names)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's native start-up messages (CUDA, oneDNN) on stderr",
+    )
     if quality:
         add_limits(p)
     return p
@@ -153,7 +159,8 @@ def add_limits(p: argparse.ArgumentParser) -> None:
         default=limits.min_dynamics_db,
         metavar="DB",
         help="how much the spectrum changes over 50 ms: speech moves, steady noise, tones "
-        f"and music do not (default {limits.min_dynamics_db:g}; 0 turns the check off)",
+        f"and music do not (default {limits.min_dynamics_db:g}, {limits.clean_factor:g} of it "
+        f"for an input above {limits.clean_snr_db:g} dB SNR; 0 turns the check off)",
     )
 
 
@@ -161,6 +168,8 @@ def load_model(a: argparse.Namespace) -> SpeakerModel:
     """The model a command's ``--checkpoint``, ``--max-speech`` and ``--runtime`` name."""
     if not a.max_speech > 0:
         raise ValueError(f"--max-speech must be positive, got {a.max_speech}")
+    if getattr(a, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"
     model = SpeakerModel.load(a.checkpoint, max_speech_s=a.max_speech, runtime=a.runtime)
     if hasattr(a, "min_speech"):
         model.limits = QualityLimits(a.min_speech, a.min_snr, a.min_dynamics)

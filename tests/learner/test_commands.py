@@ -61,6 +61,17 @@ def test_verify_decision_follows_score_and_threshold(trained, speech_subset):
     assert main([a, c, "-c", str(trained), "--threshold", "0.99999"]) == 1
 
 
+def test_a_command_on_a_cpu_machine_prints_no_native_start_up_noise(trained, speech_subset):
+    """TensorFlow's C++ side wrote "Could not find cuda drivers" (twice), "failed call to
+    cuInit" and absl's notice to stderr on every command; only the answer is printed now."""
+    a, b = files(speech_subset, "libri_6019", 2)
+    done = run_cli("learner.verify", a, b, "-c", str(trained))
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    for noise in ("cuInit", "cuda drivers", "absl::InitializeLog", "oneDNN"):
+        assert noise not in done.stderr, done.stderr[-2000:]
+    assert "speakers" in done.stdout
+
+
 def test_bad_inputs_exit_2_with_a_clear_message(trained, tmp_path, capsys, speech_subset):
     from learner.commands.verify import main
 
