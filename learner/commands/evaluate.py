@@ -51,7 +51,7 @@ from learner.commands.cli import (
 from learner.scoring.baseline import mfcc_embedding
 from learner.scoring.calibration import act_dcf, cllr, log_duration, min_cllr, rates_at
 from learner.scoring.embedding_files import read_embeddings
-from learner.scoring.scores import as_norm, error_rates, min_dcf, score_trials, summarize
+from learner.scoring.scores import as_norm, eer, error_rates, min_dcf, score_trials, summarize
 from learner.scoring.trials import (
     N_TRIALS,
     Names,
@@ -72,15 +72,23 @@ def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     from scipy.stats import norm
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5])
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99])
+
+    def probit(p):
+        return norm.ppf(np.clip(p, 1e-4, 1 - 1e-4))
+
     for name, (scores, labels) in results.items():
         _, p_miss, p_fa = error_rates(scores, labels)
-        clip = np.clip
+        (line,) = ax.plot(probit(p_fa), probit(p_miss), label=name)
+        rate, _ = eer(scores, labels)  # the EER point, on the curve's diagonal
         ax.plot(
-            norm.ppf(clip(p_fa, 1e-4, 1 - 1e-4)), norm.ppf(clip(p_miss, 1e-4, 1 - 1e-4)), label=name
+            probit(rate), probit(rate), "o", color=line.get_color(), label=f"EER {100 * rate:.2f}%"
         )
-    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
-    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.plot(probit(ticks[[0, -1]]), probit(ticks[[0, -1]]), ":", color="0.6", lw=1)
+    ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlim(probit(ticks[[0, -1]]))
+    ax.set_ylim(probit(ticks[[0, -1]]))
     ax.set_xlabel("false alarm rate (%)")
     ax.set_ylabel("miss rate (%)")
     ax.set_title("DET curve")
@@ -91,9 +99,13 @@ def plots(out: Path, results: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     plt.close(fig)
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, (name, (scores, labels)) in zip(axes[0], results.items(), strict=True):
-        ax.hist(scores[labels == 1], bins=40, alpha=0.6, label="same speaker", density=True)
-        ax.hist(scores[labels == 0], bins=40, alpha=0.6, label="different", density=True)
+        edges = np.histogram_bin_edges(scores, bins=40)  # one set of bins for both classes
+        for label, text in ((1, "same speaker"), (0, "different speakers")):
+            part = scores[labels == label]
+            ax.hist(part, bins=edges, alpha=0.6, density=True, label=f"{text} ({len(part):,})")
         ax.set_title(f"scores: {name}")
+        ax.set_xlabel("AS-normed score" if "asnorm" in name else "cosine score")
+        ax.set_ylabel("density (each class: area 1)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(out / "scores.png", dpi=100)
