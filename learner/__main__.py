@@ -36,6 +36,7 @@ from cluster.config import (
 )
 from cluster.redaction import public_url
 from cluster.runs import RunDir, UnsafeRunFolder, is_run_id
+from learner.backend import VERBOSE_ENV
 
 log = logging.getLogger("learner")
 
@@ -85,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--redis", help="Redis URL for metrics (default: REDIS_URL or embedded)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a bar")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's native start-up messages and Ray's reports of tasks "
+        "ended by the run's own shutdown",
+    )
     return p.parse_args(argv)
 
 
@@ -224,6 +231,8 @@ def stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.verbose:
+        os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -237,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from learner.launch import Launch
+    from learner.launch import Launch, LearnerNotStarted
     from learner.learner import ConstantFeatures
     from workers.corpus import CorpusError
     from workers.rundata import RunData
@@ -292,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         error, code = str(exc), 2
     except ProducersFailed as exc:  # the producers' error, not a hang
         error, code = str(exc), 2 if exc.bad_input else 1
+    except LearnerNotStarted as exc:  # not placed or not built in time: said, not a hang
+        error, code = str(exc), 1
     except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
         cause = getattr(exc, "cause", None)
         error = str(cause if cause is not None else exc)
@@ -304,6 +315,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"checkpoint: {saved}", file=sys.stderr)
     print(f"run directory: {run.path}", file=sys.stderr)
     return code
+
+
+def time_left(step: int, total: int, start: int, elapsed: float, limit: float) -> float | None:
+    """Seconds until the run ends: at ``total`` steps at the rate so far, or at its time
+    budget ``limit`` (seconds, 0 for none) if that comes first; None before any step."""
+    done = step - start
+    if done <= 0 or elapsed <= 0:
+        return None if not limit else max(0.0, limit - elapsed)
+    by_steps = (total - step) * elapsed / done
+    return max(0.0, min(by_steps, limit - elapsed) if limit else by_steps)
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
 
 
 def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_first: bool) -> int:
@@ -320,8 +348,13 @@ def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_fi
         first_eer = first.get("eer")
     total = cfg.learner.max_steps
     chunk, t_start, step, summary = 2, time.time(), start, {}
-    with tqdm(total=total, initial=start, unit="step", disable=quiet, dynamic_ncols=True) as bar:
-        limit = 60 * cfg.learner.max_minutes
+    limit = 60 * cfg.learner.max_minutes
+    # tqdm's own estimate assumes max_steps is reached; with a time budget it may not be,
+    # so the bar shows the steps so far and the time left by whichever ends the run first.
+    fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}, {postfix}]"
+    with tqdm(
+        total=total, initial=start, unit="step", disable=quiet, dynamic_ncols=True, bar_format=fmt
+    ) as bar:
         while step < total:
             if limit and time.time() - t_start > limit:
                 log.info("learner.max_minutes reached at step %d", step)
@@ -353,6 +386,7 @@ def train_loop(cfg: RunConfig, launch: Any, start: int, quiet: bool, evaluate_fi
             }
             if summary.get("best_eer") is not None:
                 post["EER"] = f"{100 * summary['last_eval']['eer']:.1f}%"
+            post["left"] = clock(time_left(step, total, start, time.time() - t_start, limit))
             bar.set_postfix(post)
             if scaler is not None:
                 scaler.observe(summary["totals"])

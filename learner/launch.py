@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 
 # Any other exit code: "failed". 130: Ctrl-C (SIGINT), 143: SIGTERM.
 STATUS_OF_EXIT = {0: "finished", 130: "interrupted", 143: "interrupted"}
+# How long the learner may take to be placed and built (TensorFlow, the model, a checkpoint)
+# before the driver says it does not start, instead of waiting without a word.
+LEARNER_START_S = 300.0
+EXIT_SAVE_PING_S = 15.0  # a learner that does not answer this fast gets no exit save
+
+
+class LearnerNotStarted(RuntimeError):
+    """The learner could not be placed or built in time; the message says what it needs."""
 
 
 def learner_options(cfg: RunConfig) -> dict[str, Any]:
@@ -60,6 +68,15 @@ def learner_options(cfg: RunConfig) -> dict[str, Any]:
     return opts
 
 
+def learner_bundle(opts: dict[str, Any]) -> dict[str, float]:
+    """The resources the learner's placement group holds for it, from its actor options."""
+    bundle = {"CPU": float(opts.get("num_cpus", 1))}
+    if opts.get("num_gpus"):
+        bundle["GPU"] = float(opts["num_gpus"])
+    bundle.update({k: float(v) for k, v in (opts.get("resources") or {}).items()})
+    return bundle
+
+
 class Launch:
     """One run's processes and stores, from start to a clean end."""
 
@@ -73,6 +90,8 @@ class Launch:
         self.embedded = None  # EmbeddedRedis started for this run, if any
         self.writer: Any = NULL_METRICS
         self.actor = self.registry = self.queue = self.scaler = None
+        self.group = None  # the placement group that keeps the learner's resources
+        self.options: dict[str, Any] = {}  # the learner actor's options (learner_options)
         self.producers = 0
         self.restarts = 0
         self.watch = ProducerWatch()
@@ -126,9 +145,12 @@ class Launch:
         self.registry = create_registry(run_id, cfg.to_dict(), str(self.run.path), states, self.url)
         self.queue = create_queue(run_id, cfg.producer.queue_size)
         # The learner first: it holds its node (GPU, `learner` resource) before producers
-        # could take that node's CPUs.
+        # could take that node's CPUs, in a placement group that keeps them for it: a
+        # learner that dies is started again in the same reserved place, never behind a
+        # producer that took its CPU meanwhile.
+        self._reserve_learner()
         self.actor = self._learner(self.resume)
-        info = ray.get(self.actor.info.remote())  # placed and built: producers may fill the rest
+        info = self._started()  # placed and built: producers may fill the rest
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if self.embedded is not None and len(nodes) > 1 and self.embedded.host_is_loopback:
             log.warning(
@@ -155,11 +177,38 @@ class Launch:
         )
         return info
 
+    def _reserve_learner(self) -> None:
+        from ray.util.placement_group import placement_group
+
+        self.options = learner_options(self.cfg)
+        bundle = learner_bundle(self.options)
+        self.group = placement_group([bundle], strategy="STRICT_PACK")
+        ready, _ = ray.wait([self.group.ready()], timeout=LEARNER_START_S)
+        if not ready:
+            raise LearnerNotStarted(
+                f"the cluster cannot place the learner ({bundle}) within "
+                f"{LEARNER_START_S:.0f} s: it has {ray.available_resources()} free of "
+                f"{ray.cluster_resources()}; free a node's resources or add one"
+            )
+
+    def _started(self) -> dict[str, Any]:
+        """The learner's ``info()`` once it is built; a clear error when it is not in time."""
+        try:
+            return ray.get(self.actor.info.remote(), timeout=LEARNER_START_S)
+        except ray.exceptions.GetTimeoutError:
+            raise LearnerNotStarted(
+                f"the learner was not running {LEARNER_START_S:.0f} s after it was started "
+                "(placed but not built: see its log under the Ray session's logs)"
+            ) from None
+
     def _learner(self, resume: Checkpoint | None) -> Any:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         cfg = self.cfg
+        strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=0)
         return (
             ray.remote(LearnerActor)
-            .options(**learner_options(cfg))
+            .options(**self.options, scheduling_strategy=strategy)
             .remote(
                 cfg.to_dict(),
                 str(self.run.path),
@@ -190,8 +239,8 @@ class Launch:
         self.writer.event(EVENT_RESTART, {"step": ckpt.step, "restart": self.restarts, "why": why})
         self.writer.flush()
         self._rewind(ckpt)
-        self.actor = self._learner(ckpt)
-        return ray.get(self.actor.info.remote())
+        self.actor = self._learner(ckpt)  # in the reserved place: it can always start
+        return self._started()
 
     def call(self, ref: Any, poll: float = 1.0) -> Any:
         """``ray.get(ref)`` of a learner call, watching the producers meanwhile: raises
@@ -232,6 +281,14 @@ class Launch:
         A ``train`` call still waiting for data is stopped first, so this never waits on it."""
         if self.actor is None:
             return None
+        try:  # one that never started or hangs gets no exit save: the shutdown stays bounded
+            ray.get(self.actor.info.remote(), timeout=EXIT_SAVE_PING_S)
+        except Exception as exc:  # noqa: BLE001 - dead, unplaced or stuck: say which
+            log.warning(
+                "the learner does not answer (%s): no exit checkpoint; the periodic ones are kept",
+                type(exc).__name__,
+            )
+            return None
         try:
             self.actor.stop.remote()
             return ray.get(self.actor.save.remote("exit"), timeout=timeout)
@@ -248,7 +305,12 @@ class Launch:
             if ray.is_initialized():
                 if self.registry is not None:
                     stop_producers(self.run_id, timeout=5)
+                    self.watch.settle()  # their loops' ends are ours: not "Task ... failed"
                 self.queue = self.registry = self.actor = None
+                if self.group is not None:  # a cluster outlives the driver: free its place
+                    with contextlib.suppress(Exception):
+                        ray.util.remove_placement_group(self.group)
+                    self.group = None
                 ray.shutdown()
         finally:
             self.check_store()  # the status is written even if the store stopped meanwhile

@@ -15,6 +15,7 @@ trains: a loop that failed is started again, unless it failed the same way
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -99,6 +100,18 @@ class ProducerWatch:
             loop.ref = loop.handle.run.remote()
         except ray.exceptions.RayError as exc:  # the actor itself is gone for good
             loop.failed = describe(exc)
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """After the run stopped its producers: take each loop's result, so the errors of
+        loops ended by ``ray.kill`` are handled here, not printed by Ray as "Task
+        ProducerActor.run failed" when their references go."""
+        refs = [loop.ref for loop in self.loops.values()]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.get(ref, timeout=0)
+        self.loops.clear()
 
     def alive(self) -> list[int]:
         return sorted(w for w, loop in self.loops.items() if not (loop.failed or loop.ended))
