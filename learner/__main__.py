@@ -14,6 +14,21 @@ Examples:
     python -m learner --address auto --data /shared/vox1  # on a Ray cluster (ray up)
 
 Ctrl-C writes a checkpoint and shuts everything down.
+
+The other commands (each with its own --help):
+    python -m learner.verify a.wav b.wav -c RUN      same speaker? a decision and P(same)
+    python -m learner.enroll NAME files... -c RUN --store team.json
+    python -m learner.identify rec.wav -c RUN --store team.json
+    python -m learner.embed DIR -c RUN -o emb/       embeddings (npy, Kaldi ark/scp)
+    python -m learner.evaluate --data DIR -c RUN -o eval/   EER, minDCF, DET curve
+    python -m learner.calibrate --data DIR -c RUN    fit decisions on your recordings
+    python -m learner.adapt --data DIR -c RUN -o OUT adapt to a domain without labels
+    python -m learner.average RUN                    average the last checkpoints
+    python -m learner.export -c RUN -o OUT           Keras, SavedModel or ONNX
+    python -m workers.precompute --data DIR          fill the feature cache once
+    python -m workers.transcode SRC DST              decode AAC/MP3/48 kHz to FLAC once
+    python -m workers --run ID --count 2             add producers to a running run
+    python -m dashboard                              the live dashboard (127.0.0.1:8050)
 """
 
 from __future__ import annotations

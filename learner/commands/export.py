@@ -1,9 +1,10 @@
 """Export a checkpoint as models that load without this project's code.
 
 Examples:
-    python -m learner.export -c runs/20261124-073721-3f9a -o exported/
-    python -m learner.export -c runs/20261124-073721-3f9a -o exported/ --format onnx
-    python -m learner.verify a.wav b.wav -c exported/          # then: ONNX Runtime, no TensorFlow
+    python -m learner.export -c runs/20261124-073721-3f9a -o exported/   # Keras, SavedModel
+    python -m learner.export -c runs/20261124-073721-3f9a -o onnx/ --format onnx
+    python -m learner.verify a.wav b.wav -c onnx/       # the commands run an ONNX export
+                                                        # with ONNX Runtime, no TensorFlow
 
 Formats (``--format``, comma-separated; default keras,savedmodel):
 

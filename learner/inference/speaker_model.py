@@ -99,6 +99,12 @@ class SpeakerModel:
             return cls.load_onnx(found, max_speech_s)
         if found is not None:
             raise CheckpointError(f"{path} is an ONNX export: use --runtime onnx (or auto)")
+        if Path(path).is_dir() and (Path(path) / "frontend.json").is_file():
+            raise CheckpointError(
+                f"{path} is an export without model.onnx: the commands run an ONNX export "
+                "(python -m learner.export -c RUN -o OUT --format onnx) or the checkpoint "
+                "itself (-c RUN); model.keras and saved_model are for other programs"
+            )
         ckpt = resolve(path)
         state = ckpt.state()
         try:

@@ -323,7 +323,7 @@ def test_a_checkpoint_from_before_the_multi_recording_recipe_loads_and_evaluates
     assert 0 <= json.loads((out / "summary.json").read_text())["model"]["eer"] <= 1
 
 
-def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path):
+def test_export_loads_in_a_fresh_process(trained, speech_subset, tmp_path, capsys):
     from learner.commands.export import main
 
     assert main(["-c", str(trained), "-o", str(tmp_path / "exp")]) == 0
@@ -354,6 +354,14 @@ np.save({str(tmp_path / "s.npy")!r}, np.asarray(s.serve(x)))
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, atol=1e-5)
     front = json.loads((tmp_path / "exp" / "frontend.json").read_text())
     assert front["feature_spec"] == model.spec and front["n_mels"] == 64
+    # the commands read an ONNX export or the checkpoint; a default export says so (it was
+    # "no checkpoint at exp", after the --help example told to run verify on it)
+    from learner.commands.verify import main as verify
+
+    a, b = files(speech_subset, "libri_6019", 2)
+    capsys.readouterr()
+    assert verify([a, b, "-c", str(tmp_path / "exp")]) == 2
+    assert "is an export without model.onnx" in capsys.readouterr().err
 
 
 def test_concurrent_enrols_all_land_and_other_models_are_refused(
