@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "a folder with one sub-folder per speaker",
     )
     p.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     add_progress(p)
     a = p.parse_args(argv)
 
@@ -155,10 +156,41 @@ def main(argv: list[str] | None = None) -> int:
             fresh = cohort if made not in ("stored", "none") else None
             model.checkpoint.write_extras({**merged, **new}, fresh)
             report["written"] = str(model.checkpoint.path / "calibration.json")
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1) if a.json else report_text(report))
         return 0
 
     return guarded(body)
+
+
+def report_text(report: dict) -> str:
+    """The calibration report in words (``--json`` gives every figure)."""
+    lines = [f"calibrated on {report['trials']:,} trials ({report['targets']:,} same-speaker)"]
+    for kind in ("cosine", "asnorm"):
+        r = report.get(kind)
+        if not r:
+            continue
+        before = "" if r["cllr_before"] is None else f"{r['cllr_before']:.3f} -> "
+        line = (
+            f"  {kind}: Cllr {before}{r['cllr_after']:.3f} bits, actDCF(0.01) "
+            + ("" if r["act_dcf_01_before"] is None else f"{r['act_dcf_01_before']:.3f} -> ")
+            + f"{r['act_dcf_01_after']:.3f}; minCllr of the score alone {r['min_cllr']:.3f}"
+        )
+        if r.get("cllr_after_cross_fitted") is not None:
+            line += f"; cross-fitted Cllr {r['cllr_after_cross_fitted']:.3f}"
+        lines.append(line)
+        if r["cllr_after"] < r["min_cllr"]:
+            lines.append(
+                "    (below minCllr: minCllr is the best any mapping of the score alone "
+                "reaches; the calibration also weighs each trial's duration)"
+            )
+    if report.get("cohort_speakers"):
+        lines.append(f"  AS-norm cohort: {report['cohort_speakers']} ({report['cohort_from']})")
+    lines.append(
+        f"written to {report['written']}"
+        if report.get("written")
+        else "nothing written (--dry-run)"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -840,7 +840,11 @@ def test_a_checkpoint_from_before_calibration_verifies_as_before(
     assert verify([a, c, "-c", str(old), "--asnorm"]) == 2
     assert "stores no AS-norm cohort" in capsys.readouterr().err
     # Calibrating it on labelled recordings makes --far work.
-    assert calibrate(["--data", str(speech_subset), "-c", str(old), "--n-trials", "400"]) == 0
+    args = ["--data", str(speech_subset), "-c", str(old), "--n-trials", "400"]
+    assert calibrate([*args, "--dry-run"]) == 0  # in words by default
+    said = capsys.readouterr().out
+    assert "Cllr" in said and "minCllr of the score alone" in said and "nothing written" in said
+    assert calibrate([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cosine"]["cllr_before"] is None and report["cosine"]["cllr_after"] > 0
     assert (
