@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,15 @@ class RunDir:
             ) from None
 
     def write_config(self, cfg: RunConfig) -> None:
-        atomic_write_text(self.config_file, cfg.to_yaml())
+        """The run's config, headed by a note of where its paths point: they are this
+        machine's (a resumed or evaluated run elsewhere passes --data)."""
+        note = (
+            f"# The config of run {self.run_id}, written on {socket.gethostname()}. Paths are\n"
+            "# that machine's (data.path: the corpus it read); elsewhere, give --data or\n"
+            "# --set data.path=... when resuming. Edit nothing here by hand: --resume refuses\n"
+            "# a model or feature setting that differs from the checkpoint's.\n"
+        )
+        atomic_write_text(self.config_file, note + cfg.to_yaml())
 
     def read_config(self) -> RunConfig:
         return config_from_dict(yaml.safe_load(self.config_file.read_text()))

@@ -142,3 +142,17 @@ def test_a_preset_extends_another_and_an_overlay_lays_over_it(tmp_path):
     assert tuned.learner.lr == 5e-5 and tuned.learner.pretrain_steps == 50  # overrides last
     assert tuned.learner.max_minutes == 2 and tuned.model == load_config("small").model
     assert "finetune" not in preset_names()
+
+
+def test_a_runs_config_says_whose_paths_it_holds(tmp_path):
+    """config.yaml kept the training machine's absolute data path with no note of it."""
+    import socket
+
+    from cluster.runs import RunDir
+
+    cfg = load_config("smoke", ["data.path=/corpora/vox1"])
+    run = RunDir.create(tmp_path, cfg, "r1")
+    text = run.config_file.read_text()
+    assert text.startswith("# The config of run r1, written on " + socket.gethostname())
+    assert "give --data" in text and "/corpora/vox1" in text
+    assert run.read_config() == cfg  # the note is a comment: the config reads back the same
