@@ -75,8 +75,8 @@ class BatchBuilder:
             start = int(rng.integers(len(wave) - need + 1))
             wave = wave[start : start + need]
         x = np.resize(wave, need).astype(np.float32) / 32768.0  # a short one is tiled
-        x = aug.waveform(speed_perturb(x, factor, aug.sr), rng)
-        feats = self.logmel(np.pad(x, (0, max(0, self.samples - len(x)))))
+        x = speed_perturb(x, factor, aug.sr)
+        feats = aug.features(np.pad(x, (0, max(0, self.samples - len(x)))), rng, self.logmel)
         out[...] = aug.spec_mask(fit_frames(feats, self.frames, 0), rng)
 
     def _speeds(self, rows: int) -> np.ndarray:

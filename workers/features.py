@@ -85,6 +85,7 @@ class LogMel:
         self.mel = fb  # [n_mels, bins]
         # Each FFT bin feeds at most two triangles: a sparse product is ~2x a dense one.
         self._mel_sparse = scipy.sparse.csr_matrix(fb)
+        self.bin_freqs = np.linspace(0, c.sample_rate / 2, 1 + self.n_fft // 2)  # Hz
         self._buf = np.zeros((0, self.n_fft), dtype=np.float32)
 
     def frames(self, signal: np.ndarray) -> np.ndarray:
@@ -112,8 +113,13 @@ class LogMel:
         power *= power
         return power
 
-    def __call__(self, signal: np.ndarray) -> np.ndarray:
-        mel = np.ascontiguousarray((self._mel_sparse @ self.power(signal).T).T)
+    def __call__(self, signal: np.ndarray, gain=None) -> np.ndarray:
+        """``gain``: a power gain per FFT bin (or one number) applied before the mel
+        filterbank: a linear filter's power response (the augmentation's channel)."""
+        power = self.power(signal)
+        if gain is not None:
+            power *= gain
+        mel = np.ascontiguousarray((self._mel_sparse @ power.T).T)
         np.maximum(mel, AMIN, out=mel)
         np.log10(mel, out=mel)
         mel *= 10.0

@@ -22,6 +22,7 @@ from workers.augment import (
     reverberate,
     speed_perturb,
 )
+from workers.features import LogMel
 from workers.producer import BatchProducer
 from workers.rundata import RunData
 
@@ -89,8 +90,10 @@ def test_noise_and_rir_folders_are_used(tmp_path, speech):
     )
     aug = Augmenter(cfg, FeatureConfig())
     assert aug.describe()["noise_files"] == 1 and aug.describe()["rir_files"] == 1
-    y = aug.waveform(speech, np.random.default_rng(1))
-    assert len(y) == len(speech) and np.isfinite(y).all() and not np.allclose(y, speech)
+    logmel = LogMel(FeatureConfig())
+    y = aug.features(speech, np.random.default_rng(1), logmel)
+    assert y.shape == logmel(speech).shape and np.isfinite(y).all()
+    assert not np.allclose(y, logmel(speech))
 
 
 def test_simulated_rooms_are_made_once_and_reused(tmp_path):
@@ -213,3 +216,139 @@ def test_each_view_of_a_pair_gets_its_own_channel_and_resumes_identically(tmp_pa
     again = batches(["augment.channel_prob=1"], 2, json.loads(first[0].sampler_state))
     for want, got in zip(first[1:], again, strict=True):
         np.testing.assert_array_equal(got.features, want.features)
+
+
+# -- The fast chain against the time-domain reference -------------------------------------
+# The reference is the chain as it was before it was made fast (kept here, not in the
+# library): fresh coloured noise per segment, overlap-add convolution with the room, the
+# channel as a causal IIR filter and the gain on the waveform. The fast chain must give
+# segments with the same acoustic conditions on fixed seeds.
+
+
+def reference_coloured_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray:
+    """A fresh unit-power segment of ``slope`` (the reference drew the slope from its rng)."""
+    m = scipy.fft.next_fast_len(n, real=True)
+    spectrum = scipy.fft.rfft(rng.standard_normal(m))
+    f = np.arange(len(spectrum), dtype=np.float64)
+    f[0] = 1.0
+    y = scipy.fft.irfft(spectrum * f ** (slope / 2), m)[:n]
+    return (y / (np.std(y) + 1e-12)).astype(np.float32)
+
+
+def reference_reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    rir = np.asarray(rir, np.float32)
+    peak = int(np.argmax(np.abs(rir)))
+    rir = rir[peak:] / (np.abs(rir[peak]) + 1e-9)
+    y = scipy.signal.oaconvolve(x, rir)[: len(x)]
+    return (y * np.sqrt(np.mean(x * x) / (np.mean(y * y) + 1e-12))).astype(np.float32)
+
+
+def mean_spectrum(logmel: LogMel, x: np.ndarray, gain=None) -> np.ndarray:
+    """The long-term log-mel spectrum (dB per band) of ``x``."""
+    power = logmel.power(x)
+    if gain is not None:
+        power *= gain
+    mel = (logmel._mel_sparse @ power.mean(axis=0)).astype(np.float64)
+    return 10 * np.log10(np.maximum(mel, 1e-10))
+
+
+def test_fast_reverberation_equals_the_overlap_add_reference(speech):
+    from workers.augment import rir_spectrum, simulated_rirs
+
+    x = speech[: 4 * SR]
+    for rir in simulated_rirs(4, SR, seed=3)[:4]:
+        want = reference_reverberate(x, rir)
+        np.testing.assert_allclose(reverberate(x, rir), want, atol=2e-5)
+        np.testing.assert_allclose(reverberate(x, rir, rir_spectrum(rir, len(x))), want, atol=2e-5)
+
+
+@pytest.mark.parametrize("slope", [0.0, -1.0, -2.0])
+def test_banked_coloured_noise_has_the_reference_spectrum(slope):
+    """Crops of the bank against fresh segments: the same spectrum, band by band."""
+    from workers.augment import colour_bank
+
+    n, logmel = 4 * SR, LogMel(FeatureConfig())
+    bank = colour_bank(slope, n, 8, seed=0)
+    rng = np.random.default_rng(0)
+    rows, starts = rng.integers(0, len(bank), 40), rng.integers(0, bank.shape[1] // 2, 40)
+    crops = [bank[r, s : s + n] for r, s in zip(rows, starts, strict=True)]
+    fresh = [reference_coloured_noise(n, slope, np.random.default_rng(k)) for k in range(40)]
+    # add_noise scales each crop to the asked SNR by its own power: compare at unit power
+    a = np.mean([mean_spectrum(logmel, c / np.std(c)) for c in crops], axis=0)
+    b = np.mean([mean_spectrum(logmel, f / np.std(f)) for f in fresh], axis=0)
+    assert np.abs(a - b).max() < 1.0, np.round(a - b, 2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_channel_in_the_power_spectrum_matches_the_iir_filter(speech, seed):
+    """The same draws (edges, tilt) as the time-domain channel: the long-term spectrum of
+    speech through either differs by little in every band, so the band edges and the
+    tilt the model sees are the reference's."""
+    from workers.augment import channel_gain
+
+    logmel = LogMel(FeatureConfig())
+    x = speech[: 4 * SR].astype(np.float32)
+    want = mean_spectrum(
+        logmel, random_channel(x, np.random.default_rng(seed), SR).astype(np.float32)
+    )
+    got = mean_spectrum(logmel, x, channel_gain(np.random.default_rng(seed), logmel.bin_freqs, SR))
+    # The bands above the highest high-pass edge (300 Hz), down to 40 dB below the top: the
+    # passband, the low-pass edge and the tilt. Below 300 Hz the mel bands are one or two
+    # FFT bins wide and the STFT of a causal IIR's output near its edge differs from its
+    # power response (up to 7 dB in the lowest 3 bands, 25 dB or more down): what the
+    # model sees there is the edge's depth, not its place.
+    band = (want > want.max() - 40) & (mel_centres() > CHANNEL_HIGHPASS[1])
+    assert np.abs(got - want)[band].max() < 1.0, np.round(got - want, 2)
+    assert np.median(np.abs(got - want)[band]) < 0.2
+    # the edges where the response is 10 dB down, and the tilt across the band, agree
+    for spec in (want, got):
+        spec -= spec[band].max()
+    edges = [np.flatnonzero(s > -10)[[0, -1]] for s in (want, got)]
+    assert np.abs(edges[0] - edges[1]).max() <= 1
+    tilt = [np.polyfit(np.flatnonzero(band), s[band], 1)[0] for s in (want, got)]
+    assert abs(tilt[0] - tilt[1]) < 0.01  # dB per band
+
+
+def mel_centres() -> np.ndarray:
+    from workers.features import mel_filterbank
+
+    c = FeatureConfig()
+    fb = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax)
+    freqs = np.linspace(0, c.sample_rate / 2, fb.shape[1])
+    return (fb * freqs).sum(axis=1) / fb.sum(axis=1)
+
+
+def reference_features(aug: Augmenter, x, rng, logmel) -> np.ndarray:
+    """The reference chain (time domain) with the fast chain's stages and draws."""
+    c = aug.cfg
+    if c.reverb_prob and rng.random() < c.reverb_prob:
+        x = reference_reverberate(x, aug.rirs[int(rng.integers(len(aug.rirs)))])
+    if c.noise_prob and rng.random() < c.noise_prob:  # the tests below turn noise off
+        raise AssertionError("compare noise through its own test")
+    if c.channel_prob and rng.random() < c.channel_prob:
+        x = random_channel(x, rng, SR).astype(np.float32)
+    if c.gain_db and rng.random() < 0.5:
+        x = x * np.float32(10 ** (rng.uniform(-c.gain_db, c.gain_db) / 20))
+    return logmel(np.asarray(x, np.float32))
+
+
+def test_the_fast_chain_gives_the_references_segments_on_fixed_seeds(speech, tmp_path):
+    """Room, channel and gain on 24 seeds: per segment, the long-term spectrum of the fast
+    chain's features is the reference's within a fraction of a dB; the frames agree too."""
+    cfg = AugmentConfig(
+        enabled=True, reverb_prob=0.5, noise_prob=0.0, channel_prob=0.8, gain_db=6.0,
+        simulated_rooms=6,
+    )  # fmt: skip
+    aug = Augmenter(cfg, FeatureConfig(), cache_dir=str(tmp_path))
+    logmel = LogMel(FeatureConfig())
+    x = speech[: 4 * SR].astype(np.float32)
+    diffs = []
+    for seed in range(24):
+        want = reference_features(aug, x, np.random.default_rng(seed), logmel)
+        got = aug.features(x, np.random.default_rng(seed), logmel)
+        assert got.shape == want.shape
+        above = mel_centres() > CHANNEL_HIGHPASS[1]  # see the channel's test for below
+        loud = (want > want.max() - 50) & above  # frames and bands above the floor
+        diffs.append(np.median(np.abs(got - want)[loud]))
+        assert np.abs(got.mean(axis=0) - want.mean(axis=0))[above].max() < 1.0
+    assert np.median(diffs) < 0.5, np.round(diffs, 2)
