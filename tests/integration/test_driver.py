@@ -423,7 +423,7 @@ def test_the_progress_shows_the_time_left_by_whichever_ends_the_run_first():
     minutes: the time left is now the budget's when it comes before max_steps."""
     from learner.__main__ import clock, time_left
 
-    assert clock(time_left(1319, 6000, 0, 604, 0)) == "35:51"  # by steps alone
+    assert clock(time_left(1319, 6000, 0, 604, 0)) == "35:44"  # by steps alone
     assert clock(time_left(1100, 6000, 0, 600, 720)) == "02:00"  # the budget comes first
     assert clock(time_left(5990, 6000, 0, 700, 7200)) == "00:01"  # max_steps comes first
     assert clock(time_left(300, 900, 300, 0, 0)) == "?"  # resumed, no step yet

@@ -1,0 +1,140 @@
+"""A corpus of VoxCeleb2's size through the real code path: indexing, a producer's start, its
+sampler and what the caches would hold.
+
+The corpus is simulated: ``--utterances`` files for ``--speakers`` speakers in VoxCeleb's
+layout (``wav/idNNNNN/video/NNNNN.wav``), each a symbolic link to a file of the shared
+speech set (round robin), so every path is distinct while the disk holds no copy. Prints:
+
+- the time to build the tree, to index it cold (every header read, every file hashed) and
+  warm (from the manifest cache);
+- a producer's start as a producer does it (``RunData.open``, the sampler, the first
+  batch of cached features), its wall time, and the resident memory this adds;
+- the memory of the corpus listing (``SpeakerDatabase``) per producer;
+- the files and bytes the feature and speech caches would hold (one ``.npy`` per
+  utterance today) at the measured bytes per second of audio.
+
+python bench/scale.py [--utterances 1100000] [--speakers 6000] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import psutil  # noqa: E402
+
+from bench.common import ROOT, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
+
+
+def build(root: Path, utterances: int, speakers: int, sources: list[Path]) -> float:
+    """The VoxCeleb-layout tree of links; returns its seconds."""
+    t0 = time.perf_counter()
+    per = utterances // speakers
+    k = 0
+    for s in range(speakers):
+        count = per + (1 if s < utterances - per * speakers else 0)
+        for v in range(0, count, 10):  # ten utterances per video, as VoxCeleb2 has about
+            folder = root / "wav" / f"id{s:05d}" / f"video{v // 10:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for u in range(v, min(v + 10, count)):
+                src = sources[k % len(sources)]
+                os.symlink(src, folder / f"{u:05d}{src.suffix}")
+                k += 1
+    return time.perf_counter() - t0
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--utterances", type=int, default=1_100_000)
+    p.add_argument("--speakers", type=int, default=6000)
+    p.add_argument("--work", help="folder for the tree and the caches (default: a temporary one)")
+    a = p.parse_args()
+    quiet_ray_env()
+    speech = SHARED_SPEECH if SHARED_SPEECH.exists() else ROOT / "tests" / "data" / "speech"
+    sources = sorted(f for f in speech.rglob("*") if f.suffix.lower() in (".wav", ".flac"))
+    with tempfile.TemporaryDirectory(dir=a.work) as tmp:
+        tmp = Path(tmp)
+        root, cache = tmp / "vox2-sim", tmp / "cache"
+        os.environ["VE_CACHE_DIR"] = str(cache)
+        built = build(root, a.utterances, a.speakers, sources)
+        print(f"built {a.utterances:,} links in {built:.0f} s", file=sys.stderr, flush=True)
+
+        from cluster.config import load_config
+        from workers.corpus import SpeakerDatabase
+
+        base = rss_mb()
+        t0 = time.perf_counter()
+        db = SpeakerDatabase.scan(root, cache_dir=str(cache))
+        cold = time.perf_counter() - t0
+        listing_mb = rss_mb() - base
+        print(f"cold index {cold:.0f} s", file=sys.stderr, flush=True)
+        hours = sum(u.seconds for u in db.utterances) / 3600
+        del db
+        gc.collect()
+
+        cfg = load_config(
+            "base",
+            [
+                f"data.path={root}",
+                f"data.cache_dir={cache}",
+                "augment.enabled=false",
+                "data.feature_cache=readwrite",
+            ],
+        )
+        from workers.rundata import RunData
+        from workers.sampler import TripletSampler
+
+        before = rss_mb()
+        t0 = time.perf_counter()
+        data = RunData.open(cfg.data, cfg.synthetic)  # warm: what every producer does
+        warm = time.perf_counter() - t0
+        sampler = TripletSampler(data.db, data.train, cfg.sampler.triplets, seed=0)
+        sampler.sample()
+        ready = time.perf_counter() - t0
+        producer_mb = rss_mb() - before
+        print(f"warm index {warm:.0f} s, producer ready {ready:.0f} s", file=sys.stderr)
+
+        # What the caches hold per second of audio, from a few real entries.
+        source = data.source(cfg.features, memory_bytes=0)
+        waves = data.waves(cfg.features)
+        feat_bytes = wave_bytes = seconds = 0.0
+        for i in range(0, len(data.db.utterances), max(1, len(data.db.utterances) // 40)):
+            u = data.db.utterances[i]
+            feat_bytes += source.get(i).nbytes
+            wave_bytes += waves.get(i).nbytes
+            seconds += u.seconds
+    utterances = a.utterances
+    report(
+        {
+            "bench": "scale",
+            "utterances": utterances,
+            "speakers": a.speakers,
+            "hours": round(hours, 1),
+            "build_s": round(built, 1),
+            "index_cold_s": round(cold, 1),
+            "index_warm_s": round(warm, 1),
+            "producer_ready_s": round(ready, 1),
+            "producer_rss_mb": round(producer_mb, 1),
+            "listing_rss_mb": round(listing_mb, 1),
+            "listing_bytes_per_utterance": round(listing_mb * 2**20 / utterances),
+            "cache_files_feature": utterances,
+            "cache_files_speech": utterances,
+            "cache_gb_feature": round(feat_bytes / seconds * hours * 3600 / 1e9, 1),
+            "cache_gb_speech": round(wave_bytes / seconds * hours * 3600 / 1e9, 1),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
