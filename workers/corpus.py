@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class CorpusError(ValueError):
     """A corpus root that cannot be trained on; the message names the path and what was found."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million of them is a VoxCeleb2 (bench/scale.py)
 class Utterance:
     path: str  # relative to the corpus root
     speaker: str
@@ -199,7 +200,7 @@ class SpeakerDatabase:
                     utterances.append(
                         Utterance(
                             rel,
-                            item.speaker,
+                            sys.intern(item.speaker),  # one string per speaker, not per file
                             seconds,
                             sr,
                             st.st_size,
