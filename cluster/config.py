@@ -208,6 +208,9 @@ class LearnerConfig:
     checkpoint_every: int = 100
     checkpoint_minutes: float = 30.0  # also checkpoint when this much time passed (0: off)
     max_restarts: int = 2  # a learner that dies is started again from its last checkpoint
+    # seconds the learner may take to be placed (its CPU, GPU, node free) and built before
+    # the run stops with an error saying what it needs, instead of waiting without a word
+    start_timeout: float = 300.0
     keep_checkpoints: int = 3
     prefetch: int = 4
     data_timeout: float = 300.0  # seconds without a batch before the learner gives up (0: never)

@@ -118,6 +118,7 @@ _RANGES: dict[tuple[str, str], tuple[Any, Any]] = {
     ("learner", "checkpoint_every"): (0, None),
     ("learner", "checkpoint_minutes"): (0, None),
     ("learner", "max_restarts"): (0, None),
+    ("learner", "start_timeout"): ((">", 0), None),
     ("learner", "keep_checkpoints"): (1, None),
     ("learner", "prefetch"): (1, None),
     ("learner", "data_timeout"): (0, None),

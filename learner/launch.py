@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 
 # Any other exit code: "failed". 130: Ctrl-C (SIGINT), 143: SIGTERM.
 STATUS_OF_EXIT = {0: "finished", 130: "interrupted", 143: "interrupted"}
-# How long the learner may take to be placed and built (TensorFlow, the model, a checkpoint)
-# before the driver says it does not start, instead of waiting without a word.
-LEARNER_START_S = 300.0
 EXIT_SAVE_PING_S = 15.0  # a learner that does not answer this fast gets no exit save
 
 
@@ -183,22 +180,24 @@ class Launch:
         self.options = learner_options(self.cfg)
         bundle = learner_bundle(self.options)
         self.group = placement_group([bundle], strategy="STRICT_PACK")
-        ready, _ = ray.wait([self.group.ready()], timeout=LEARNER_START_S)
+        timeout = self.cfg.learner.start_timeout
+        ready, _ = ray.wait([self.group.ready()], timeout=timeout)
         if not ready:
             raise LearnerNotStarted(
-                f"the cluster cannot place the learner ({bundle}) within "
-                f"{LEARNER_START_S:.0f} s: it has {ray.available_resources()} free of "
-                f"{ray.cluster_resources()}; free a node's resources or add one"
+                f"the cluster cannot place the learner ({bundle}) within {timeout:g} s: it has "
+                f"{ray.available_resources()} free of {ray.cluster_resources()}; free a "
+                "node's resources or add one (learner.start_timeout sets the wait)"
             )
 
     def _started(self) -> dict[str, Any]:
         """The learner's ``info()`` once it is built; a clear error when it is not in time."""
+        timeout = self.cfg.learner.start_timeout
         try:
-            return ray.get(self.actor.info.remote(), timeout=LEARNER_START_S)
+            return ray.get(self.actor.info.remote(), timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             raise LearnerNotStarted(
-                f"the learner was not running {LEARNER_START_S:.0f} s after it was started "
-                "(placed but not built: see its log under the Ray session's logs)"
+                f"the learner was not running {timeout:g} s after it was started (placed "
+                "but not built: see its log under the Ray session's logs)"
             ) from None
 
     def _learner(self, resume: Checkpoint | None) -> Any:

@@ -439,6 +439,24 @@ def test_the_learners_place_is_reserved_with_its_gpu_and_node():
     assert learner_bundle(gpu) == {"CPU": 1.0, "GPU": 1.0, "learner": 1.0}
 
 
+def test_a_learner_the_cluster_cannot_place_is_said_not_waited_for(tmp_path):
+    """A learner asking for a GPU on a machine without one can never be placed: the run
+    stops after learner.start_timeout with what it needs, exit code 1 (it waited without
+    a word)."""
+    t0 = time.time()
+    out = run(
+        learner_cmd(
+            "--runs", str(tmp_path), "--run-id", "nogpu", "--device", "gpu",
+            "--set", "learner.start_timeout=5",
+        ),
+        timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "cannot place the learner" in out.stderr and "'GPU': 1.0" in out.stderr
+    assert time.time() - t0 < 150
+    assert train_steps(tmp_path / "nogpu")[1] == "failed"
+
+
 def ray_children(proc: subprocess.Popen, name: str) -> list[psutil.Process]:
     return [
         c
