@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def channel_gain(rng: np.random.Generator, freqs: np.ndarray, sample_rate: int) 
     return gain.astype(np.float32)
 
 
+ROOM_SPECTRA = 128  # room spectra kept per producer (about 0.3 MB each for 4 s segments)
 BANK_PERIODS = 8  # noise periods of each colour, made once per producer and segment length
 COLOUR_SLOPES = (0.0, -1.0, -2.0)  # white, pink, brown
 
@@ -261,7 +263,8 @@ class Augmenter:
         )
         self.babble = babble
         self._banks: dict[tuple[float, int], np.ndarray] = {}  # (slope, n) -> noise bank
-        self._rooms: dict[tuple[str, int, int], tuple] = {}  # (source, room, n) -> spectrum
+        # (source, room, n) -> spectrum, the most recent ROOM_SPECTRA (RIRS_NOISES has 60,000)
+        self._rooms: OrderedDict[tuple[str, int, int], tuple] = OrderedDict()
         self._freqs: dict[int, np.ndarray] = {}  # FFT size -> bin frequencies
 
     def describe(self) -> dict:
@@ -319,9 +322,14 @@ class Augmenter:
         if rir is None:
             return x
         key = (source, room, len(x))
-        if key not in self._rooms:
-            self._rooms[key] = rir_spectrum(rir, len(x))
-        return reverberate(x, rir, self._rooms[key])
+        spectrum = self._rooms.get(key)
+        if spectrum is None:
+            spectrum = self._rooms[key] = rir_spectrum(rir, len(x))
+            while len(self._rooms) > ROOM_SPECTRA:
+                self._rooms.popitem(last=False)
+        else:
+            self._rooms.move_to_end(key)
+        return reverberate(x, rir, spectrum)
 
     def features(self, x: np.ndarray, rng: np.random.Generator, logmel) -> np.ndarray:
         """The log-mel (``logmel``: a :class:`~workers.features.LogMel`) of ``x`` through

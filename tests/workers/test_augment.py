@@ -352,3 +352,22 @@ def test_the_fast_chain_gives_the_references_segments_on_fixed_seeds(speech, tmp
         diffs.append(np.median(np.abs(got - want)[loud]))
         assert np.abs(got.mean(axis=0) - want.mean(axis=0))[above].max() < 1.0
     assert np.median(diffs) < 0.5, np.round(diffs, 2)
+
+
+def test_the_kept_room_spectra_are_bounded(tmp_path, speech, monkeypatch):
+    """A folder of many impulse responses (RIRS_NOISES has 60,000) must not keep a spectrum
+    for each: the most recent ROOM_SPECTRA only."""
+    import workers.augment as A
+
+    monkeypatch.setattr(A, "ROOM_SPECTRA", 4)
+    rng = np.random.default_rng(0)
+    (tmp_path / "rirs").mkdir()
+    for k in range(12):
+        rir = np.exp(-np.arange(800) / 100.0) * rng.standard_normal(800)
+        sf.write(tmp_path / "rirs" / f"r{k:02d}.wav", rir, SR)
+    cfg = AugmentConfig(rir_dir=str(tmp_path / "rirs"), reverb_prob=1.0, noise_prob=0.0)
+    aug = Augmenter(cfg, FeatureConfig())
+    draws = np.random.default_rng(1)
+    for _ in range(40):
+        aug._reverberated(speech[:SR], draws)
+    assert len(aug._rooms) == 4
