@@ -63,6 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, SHARED_NOISE, SHARED_SPEECH, quiet_ray_env, report  # noqa: E402
 from learner.scoring.trials import N_TRIALS  # noqa: E402
+from workers.augment import EVERY_STAGE_OFF  # noqa: E402
 
 EVAL_FRACTION = 0.2  # held-out share of speakers (and validation share with --tune)
 EVAL_MIN_UTTERANCES = 4  # held-out (and validation) speakers have several recordings
@@ -84,14 +85,7 @@ SCHEDULE = ["learner.schedule=cosine", "learner.warmup_steps=150", "learner.aver
 AAM = ["learner.loss=aam+triplet", "learner.pretrain_steps=300", "learner.weight_decay=0.0001"]
 AUGMENT = ["augment.enabled=true", "augment.speed_prob=0.3"]
 # Augmentation with every stage off, for recipes that turn one on.
-ONLY = [
-    "augment.enabled=true",
-    "augment.reverb_prob=0",
-    "augment.noise_prob=0",
-    "augment.gain_db=0",
-    "augment.time_masks=0",
-    "augment.freq_masks=0",
-]
+ONLY = list(EVERY_STAGE_OFF)
 CMN = [*SCHEDULE, "model.input_norm=cmn"]
 # Each view of a pair through its own random microphone and line (band-pass, tilt).
 CHANNEL = [*ONLY, "augment.channel_prob=0.8"]

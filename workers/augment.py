@@ -57,6 +57,15 @@ from workers.layouts import walk
 log = logging.getLogger(__name__)
 
 SPEEDS = (1.0, 0.9, 1.1)  # index 0 keeps the speaker; 1 and 2 make new ones
+# Config overrides: augmentation on with every stage off, for switching one stage on.
+EVERY_STAGE_OFF = (
+    "augment.enabled=true",
+    "augment.reverb_prob=0",
+    "augment.noise_prob=0",
+    "augment.gain_db=0",
+    "augment.time_masks=0",
+    "augment.freq_masks=0",
+)
 
 
 def speed_perturb(x: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from learner.commands.cli import guarded, load_model, parser
-from learner.inference.speaker_model import SpeakerModel
+from learner.inference.speaker_model import SpeakerModel, frontend_fields
 
 FORMATS = ("keras", "savedmodel", "onnx")
 
@@ -61,18 +61,11 @@ def export(
     (out / "frontend.json").write_text(
         json.dumps(
             {
-                "sample_rate": c.sample_rate,
-                "n_mels": c.n_mels,
-                "win_length": c.win_length,
-                "hop_length": c.hop_length,
-                "n_fft": c.n_fft,
-                "fmin": c.fmin,
-                "fmax": c.fmax,
+                **frontend_fields(model.cfg),  # what the inference commands check on load
                 "log": "10*log10(max(mel_power, 1e-10))",
                 "mel": "slaney scale and norm (librosa default)",
                 "window": "periodic hann of win_length, no centre padding",
                 "vad": {"relative_db": c.vad_db, "floor_db": c.vad_floor_db},
-                "segment_frames": model.cfg.sampler.frames,
                 "feature_spec": c.fingerprint(),
                 "threshold": model.threshold,
                 "calibration": {k: v.as_dict() for k, v in model.calibrations.items()},

@@ -286,12 +286,11 @@ def checked_threshold(t: Any, where: Path) -> float | None:
     return float(t)
 
 
-def check_frontend(front: dict, cfg: RunConfig, where: Path) -> None:
-    """The top-level fields of an export's ``frontend.json`` agree with its config and are
-    in range (they are documented for other runtimes, so a mismatch means an edited file):
-    a CheckpointError names the field. The calibrations are checked as they are read."""
+def frontend_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The front end an export's ``frontend.json`` states for other runtimes, from the config
+    (``learner.export`` writes them; :func:`check_frontend` holds a file to them)."""
     c = cfg.features
-    same = {
+    return {
         "sample_rate": c.sample_rate,
         "n_mels": c.n_mels,
         "win_length": c.win_length,
@@ -301,6 +300,13 @@ def check_frontend(front: dict, cfg: RunConfig, where: Path) -> None:
         "fmax": c.fmax,
         "segment_frames": cfg.sampler.frames,
     }
+
+
+def check_frontend(front: dict, cfg: RunConfig, where: Path) -> None:
+    """The top-level fields of an export's ``frontend.json`` agree with its config and are
+    in range (they are documented for other runtimes, so a mismatch means an edited file):
+    a CheckpointError names the field. The calibrations are checked as they are read."""
+    same = frontend_fields(cfg)
     for key, want in same.items():
         if key in front and front[key] != want:
             raise CheckpointError(

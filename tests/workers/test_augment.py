@@ -16,6 +16,7 @@ from workers.audio import load_audio
 from workers.augment import (
     CHANNEL_HIGHPASS,
     CHANNEL_LOWPASS,
+    EVERY_STAGE_OFF,
     Augmenter,
     add_noise,
     random_channel,
@@ -184,12 +185,7 @@ def test_each_view_of_a_pair_gets_its_own_channel_and_resumes_identically(tmp_pa
         f"data.cache_dir={tmp_path / 'cache'}",
         "data.min_seconds=0.1",
         "data.eval_fraction=0",
-        "augment.enabled=true",
-        "augment.reverb_prob=0",
-        "augment.noise_prob=0",
-        "augment.gain_db=0",
-        "augment.time_masks=0",
-        "augment.freq_masks=0",
+        *EVERY_STAGE_OFF,
     ]
     q: queue.Queue = queue.Queue()
 

@@ -78,34 +78,39 @@ def test_a_cache_that_cannot_be_written_costs_speed_not_the_run(tone_corpus, tmp
     assert caplog.text.count("cannot write the feature cache") == 1
 
 
+def edited_in_place(tmp_path, seconds: float):
+    """A corpus of 2 speakers x 2 files, the file it will edit, and a function that scans
+    the corpus and returns that file's features through the cache (written as it goes)."""
+    corpus, store = tmp_path / "c", FeatureStore(tmp_path / "store")
+    for s in range(2):
+        for u in range(2):
+            write_wav(corpus / f"s{s}" / f"u{u}.wav", seconds, f0=120 + 80 * s)
+    target = corpus / "s0" / "u0.wav"
+
+    def features() -> np.ndarray:
+        db = SpeakerDatabase.scan(corpus, cache_dir=str(tmp_path))
+        src = CachedSource(db, LogMelExtractor(FeatureConfig()), store, write_cache=True)
+        return np.array(
+            src.get(next(i for i, u in enumerate(db.utterances) if u.path == "s0/u0.wav"))
+        )
+
+    return target, features
+
+
 def test_other_audio_with_the_same_size_and_a_restored_mtime_is_extracted_again(tmp_path):
     """``rsync -t`` or ``tar`` can put other audio of the same size under a name with the old
     mtime: the content check in the manifest and the cache key still tells them apart."""
     import os
 
-    corpus, store = tmp_path / "c", FeatureStore(tmp_path / "store")
-    for s in range(2):
-        for u in range(2):
-            write_wav(corpus / f"s{s}" / f"u{u}.wav", 1.0, f0=120 + 80 * s)
-    target = corpus / "s0" / "u0.wav"
+    target, features = edited_in_place(tmp_path, 1.0)
     stat = target.stat()
-    cfg = FeatureConfig()
-
-    def features() -> np.ndarray:
-        db = SpeakerDatabase.scan(corpus, cache_dir=str(tmp_path))
-        src = CachedSource(db, LogMelExtractor(cfg), store, write_cache=True)
-        return np.array(
-            src.get(next(i for i, u in enumerate(db.utterances) if u.path == "s0/u0.wav"))
-        )
-
     before = features()
     write_wav(target, 1.0, f0=310)  # other audio, the same length: the same size
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
     after = features()
     assert before.shape == after.shape and not np.array_equal(before, after)
-    fresh = LogMelExtractor(cfg)(target, 1.0)
-    np.testing.assert_array_equal(after, fresh)
+    np.testing.assert_array_equal(after, LogMelExtractor(FeatureConfig())(target, 1.0))
 
 
 def test_an_edit_in_the_middle_of_a_file_with_its_mtime_restored_is_extracted_again(tmp_path):
@@ -115,21 +120,8 @@ def test_an_edit_in_the_middle_of_a_file_with_its_mtime_restored_is_extracted_ag
     restore), so the edit gets a new key."""
     import os
 
-    corpus, store = tmp_path / "c", FeatureStore(tmp_path / "store")
-    for s in range(2):
-        for u in range(2):
-            write_wav(corpus / f"s{s}" / f"u{u}.wav", 3.0, f0=120 + 80 * s)
-    target = corpus / "s0" / "u0.wav"
+    target, features = edited_in_place(tmp_path, 3.0)
     stat = target.stat()
-    cfg = FeatureConfig()
-
-    def features() -> np.ndarray:
-        db = SpeakerDatabase.scan(corpus, cache_dir=str(tmp_path))
-        src = CachedSource(db, LogMelExtractor(cfg), store, write_cache=True)
-        return np.array(
-            src.get(next(i for i, u in enumerate(db.utterances) if u.path == "s0/u0.wav"))
-        )
-
     before = features()
     data = bytearray(target.read_bytes())
     middle = len(data) // 2
@@ -139,4 +131,4 @@ def test_an_edit_in_the_middle_of_a_file_with_its_mtime_restored_is_extracted_ag
     assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
     after = features()
     assert not np.array_equal(before, after)
-    np.testing.assert_array_equal(after, LogMelExtractor(cfg)(target, 1.0))
+    np.testing.assert_array_equal(after, LogMelExtractor(FeatureConfig())(target, 1.0))
