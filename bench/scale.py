@@ -7,8 +7,9 @@ speech set (round robin), so every path is distinct while the disk holds no copy
 
 - the time to build the tree, to index it cold (every header read, every file hashed) and
   warm (from the manifest cache);
-- a producer's start as a producer does it (``RunData.open``, the sampler, the first
-  batch of cached features), its wall time, and the resident memory this adds;
+- the driver's warm scan and the snapshot it writes (``runs/<id>/corpus.npz``);
+- a producer's start as a producer does it, in a fresh process (``RunData.open`` of the
+  snapshot, the sampler, a first draw), its wall time and the resident memory this adds;
 - the memory of the corpus listing (``SpeakerDatabase``) per producer;
 - the files and bytes the feature and speech caches would hold (one ``.npy`` per
   utterance today) at the measured bytes per second of audio.
@@ -54,6 +55,38 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+PRODUCER = """
+import json, sys, time, psutil
+from cluster.config import config_from_dict, replace
+from workers.rundata import RunData
+from workers.sampler import TripletSampler
+cfg = config_from_dict(json.loads(sys.argv[1]))
+base = psutil.Process().memory_info().rss
+t0 = time.perf_counter()
+data = RunData.open(replace(cfg, data={"snapshot": sys.argv[2]}).data, cfg.synthetic)
+TripletSampler(data.db, data.train, cfg.sampler.triplets, seed=0).sample()
+ready = time.perf_counter() - t0
+print(json.dumps([ready, (psutil.Process().memory_info().rss - base) / 2**20]))
+"""
+
+
+def producer_start(cfg, snapshot: Path) -> tuple[float, float]:
+    """Seconds until a fresh producer process has its corpus and sampler from the driver's
+    snapshot, and the resident memory that adds (its imports excluded)."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", PRODUCER, json.dumps(cfg.to_dict()), str(snapshot)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ready, mb = json.loads(out.stdout.strip().splitlines()[-1])
+    return ready, mb
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--utterances", type=int, default=1_100_000)
@@ -93,17 +126,16 @@ def main() -> None:
             ],
         )
         from workers.rundata import RunData
-        from workers.sampler import TripletSampler
 
-        before = rss_mb()
         t0 = time.perf_counter()
-        data = RunData.open(cfg.data, cfg.synthetic)  # warm: what every producer does
+        data = RunData.open(cfg.data, cfg.synthetic)  # warm: what the driver does at a start
         warm = time.perf_counter() - t0
-        sampler = TripletSampler(data.db, data.train, cfg.sampler.triplets, seed=0)
-        sampler.sample()
-        ready = time.perf_counter() - t0
-        producer_mb = rss_mb() - before
-        print(f"warm index {warm:.0f} s, producer ready {ready:.0f} s", file=sys.stderr)
+        snapshot = tmp / "corpus.npz"
+        t0 = time.perf_counter()
+        data.db.save(snapshot)
+        saved = time.perf_counter() - t0
+        ready, producer_mb = producer_start(cfg, snapshot)
+        print(f"warm index {warm:.0f} s, producer ready {ready:.1f} s", file=sys.stderr)
 
         # What the caches hold per second of audio, from a few real entries.
         source = data.source(cfg.features, memory_bytes=0)
@@ -114,6 +146,7 @@ def main() -> None:
             feat_bytes += source.get(i).nbytes
             wave_bytes += waves.get(i).nbytes
             seconds += u.seconds
+        snapshot_bytes = snapshot.stat().st_size
     utterances = a.utterances
     report(
         {
@@ -124,6 +157,8 @@ def main() -> None:
             "build_s": round(built, 1),
             "index_cold_s": round(cold, 1),
             "index_warm_s": round(warm, 1),
+            "snapshot_write_s": round(saved, 1),
+            "snapshot_mb": round(snapshot_bytes / 1e6, 1),
             "producer_ready_s": round(ready, 1),
             "producer_rss_mb": round(producer_mb, 1),
             "listing_rss_mb": round(listing_mb, 1),

@@ -67,6 +67,9 @@ class DataConfig:
     vctk_mic: str = "mic1"  # VCTK 0.92 has two microphones per sentence: cluster.corpora.VCTK_MICS
     cache_dir: str = ""  # empty: ~/.cache/voice-embeddings
     feature_cache: str = "readwrite"  # readwrite | read | off (recompute every segment)
+    # Set by the driver at each start: its scan of the corpus (runs/<id>/corpus.npz), which
+    # producers and the learner load instead of scanning again; unreadable: they scan.
+    snapshot: str = ""
     min_seconds: float = 0.5  # shorter utterances are skipped
     eval_fraction: float = 0.1  # share of speakers held out for evaluation
     min_eval_speakers: int = 2

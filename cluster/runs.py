@@ -54,6 +54,8 @@ class RunDir:
     averaged = property(lambda self: self.path / "averaged")
     tensorboard = property(lambda self: self.path / "tensorboard")
     speakers_file = property(lambda self: self.path / "speakers.json")
+    # the driver's scan of the corpus at this start, which producers load (data.snapshot)
+    corpus_snapshot = property(lambda self: self.path / "corpus.npz")
 
     def store_dir(self) -> Path:
         """The embedded Redis folder, refused (``UnsafeRunFolder``) when it resolves outside this

@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from workers.sampler import TripletSampler
     from workers.watch import ProducersFailed
 
+    cfg = replace(cfg, data={"snapshot": ""})  # the driver scans the corpus as it is now
     try:  # fail fast, in the driver, on a bad corpus (and generate the synthetic one once)
         data = RunData.open(cfg.data, cfg.synthetic)
         TripletSampler(data.db, data.train, cfg.sampler.triplets)  # can triplets be drawn?
@@ -287,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if run.read_speakers() is None:  # a new run, or one from before the file
         run.write_speakers(cfg.data.path or "synthetic", list(data.train), list(data.held))
+    try:  # producers and the learner load this scan instead of scanning again
+        data.db.save(run.corpus_snapshot)
+        cfg = replace(cfg, data={"snapshot": str(run.corpus_snapshot)})
+    except OSError as exc:  # they scan, as before
+        log.warning("cannot write %s (%s): each producer scans the corpus", run.corpus_snapshot, exc)
     if cfg.learner.init_from:
         log.info(
             "fine-tuning from %s (weights %s)", cfg.learner.init_from, cfg.learner.init_fingerprint

@@ -24,8 +24,11 @@ import logging
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from cluster.files import atomic_write_text
 from workers.audio import AudioError, audio_info
@@ -59,6 +62,80 @@ class Utterance:
     @property
     def utt_id(self) -> str:
         return self.utt or utterance_id(self.path)
+
+
+class UtteranceTable(Sequence):
+    """The utterances of a database as columns: NumPy arrays and two byte blobs (paths,
+    utterance ids) instead of an object per utterance, so a VoxCeleb2-sized listing
+    (a million utterances) takes about 110 bytes each, not 1.4 KB (``bench/scale.py``).
+    ``table[i]`` gives an :class:`Utterance`; iteration and ``len`` work as on a list."""
+
+    COLUMNS = ("speaker", "seconds", "sample_rate", "size", "mtime_ns", "content")
+
+    def __init__(self, speakers: list[str], cols: dict[str, np.ndarray]) -> None:
+        self.speakers = speakers  # speaker index -> name
+        self.cols = cols  # speaker, seconds, ... and path/utt blobs with their offsets
+
+    @classmethod
+    def of(cls, utterances: list[Utterance]) -> UtteranceTable:
+        speakers = sorted({u.speaker for u in utterances})
+        index = {s: i for i, s in enumerate(speakers)}
+        n = len(utterances)
+        cols = {
+            "speaker": np.fromiter((index[u.speaker] for u in utterances), np.int32, n),
+            "seconds": np.fromiter((u.seconds for u in utterances), np.float64, n),
+            "sample_rate": np.fromiter((u.sample_rate for u in utterances), np.int32, n),
+            "size": np.fromiter((u.size for u in utterances), np.int64, n),
+            "mtime_ns": np.fromiter((u.mtime_ns for u in utterances), np.int64, n),
+            "content": np.array([u.content.encode() for u in utterances], dtype="S16")
+            if n
+            else np.zeros(0, "S16"),
+        }
+        for name in ("path", "utt"):
+            parts = [getattr(u, name).encode() for u in utterances]
+            cols[f"{name}_blob"] = np.frombuffer(b"".join(parts), np.uint8).copy()
+            cols[f"{name}_offsets"] = np.cumsum([0, *map(len, parts)], dtype=np.int64)
+        return cls(speakers, cols)
+
+    def __len__(self) -> int:
+        return len(self.cols["speaker"])
+
+    def _text(self, name: str, i: int) -> str:
+        off = self.cols[f"{name}_offsets"]
+        return self.cols[f"{name}_blob"][off[i] : off[i + 1]].tobytes().decode()
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        c = self.cols
+        return Utterance(
+            self._text("path", i),
+            self.speakers[c["speaker"][i]],
+            float(c["seconds"][i]),
+            int(c["sample_rate"][i]),
+            int(c["size"][i]),
+            int(c["mtime_ns"][i]),
+            self._text("utt", i),
+            c["content"][i].decode(),
+        )
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, UtteranceTable):
+            return self.speakers == other.speakers and all(
+                np.array_equal(col, other.cols[k]) for k, col in self.cols.items()
+            )
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # mutable columns, as a list
 
 
 def corpus_key(root: Path) -> str:
@@ -122,15 +199,21 @@ def _probe(path: Path, size: int) -> tuple[int, int] | str:
 class SpeakerDatabase:
     root: Path
     layout: str
-    utterances: list[Utterance]
+    utterances: UtteranceTable  # a list of Utterance is turned into one
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.speakers: list[str] = sorted({u.speaker for u in self.utterances})
+        if not isinstance(self.utterances, UtteranceTable):
+            self.utterances = UtteranceTable.of(list(self.utterances))
+        table = self.utterances
+        self.speakers: list[str] = list(table.speakers)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
-        self.by_speaker: dict[str, list[int]] = {s: [] for s in self.speakers}
-        for i, u in enumerate(self.utterances):
-            self.by_speaker[u.speaker].append(i)
+        codes = table.cols["speaker"]
+        order = np.argsort(codes, kind="stable")  # each speaker's utterances in file order
+        bounds = np.searchsorted(codes[order], np.arange(len(self.speakers) + 1))
+        self.by_speaker: dict[str, list[int]] = {
+            s: order[bounds[k] : bounds[k + 1]].tolist() for k, s in enumerate(self.speakers)
+        }
 
     # -- scanning -------------------------------------------------------------------------
     @classmethod
@@ -248,6 +331,38 @@ class SpeakerDatabase:
                 f"Skipped files by reason: {found}"
             )
 
+    # -- a snapshot, for processes that would scan the same corpus again -------------------
+    def save(self, path: str | Path) -> None:
+        """The database as one ``.npz`` (no pickle): its columns and a JSON header."""
+        t = self.utterances
+        names = [s.encode() for s in t.speakers]
+        header = {"version": MANIFEST_VERSION, "root": str(self.root), "layout": self.layout}
+        header["skipped"] = self.skipped
+        arrays = {
+            **{f"col_{k}": v for k, v in t.cols.items()},
+            "speaker_blob": np.frombuffer(b"".join(names), np.uint8),
+            "speaker_offsets": np.cumsum([0, *map(len, names)], dtype=np.int64),
+            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+        }
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpeakerDatabase:
+        """What :meth:`save` wrote; ValueError when it is not a snapshot of this version."""
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(z["header"].tobytes())
+            if header.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"{path}: a snapshot of another version")
+            blob, off = z["speaker_blob"], z["speaker_offsets"]
+            speakers = [blob[off[k] : off[k + 1]].tobytes().decode() for k in range(len(off) - 1)]
+            cols = {k[4:]: z[k] for k in z.files if k.startswith("col_")}
+        table = UtteranceTable(speakers, cols)
+        return cls(Path(header["root"]), header["layout"], table, header["skipped"])
+
     # -- views ------------------------------------------------------------------------------
     def anchor_speakers(self) -> list[str]:
         """Speakers with ``MIN_ANCHOR_UTTERANCES`` usable utterances: only these can be anchors."""
@@ -297,9 +412,9 @@ class SpeakerDatabase:
         return many
 
     def subset(self, speakers: list[str]) -> SpeakerDatabase:
-        keep = set(speakers)
+        keep = sorted(i for s in set(speakers) if s in self.by_speaker for i in self.by_speaker[s])
         return SpeakerDatabase(
-            self.root, self.layout, [u for u in self.utterances if u.speaker in keep], self.skipped
+            self.root, self.layout, [self.utterances[i] for i in keep], self.skipped
         )
 
     def abspath(self, index: int) -> Path:
@@ -307,7 +422,7 @@ class SpeakerDatabase:
 
     def summary(self) -> str:
         skipped = sum(len(v) for k, v in self.skipped.items() if k != "not_audio")
-        hours = sum(u.seconds for u in self.utterances) / 3600
+        hours = float(self.utterances.cols["seconds"].sum()) / 3600
         return (
             f"{self.root}: {self.layout} layout, {len(self.speakers)} speakers, "
             f"{len(self.utterances)} utterances ({hours:.2f} h), {skipped} skipped"

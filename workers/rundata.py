@@ -14,6 +14,7 @@ With augmentation on, producers read :meth:`RunData.waves` (cached speech) inste
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from workers.cache import MEMORY_BYTES, CachedSource, FeatureStore
 from workers.corpus import CorpusError, SpeakerDatabase
 from workers.extract import Extractor, LogMelExtractor, SpeechExtractor
 
+log = logging.getLogger(__name__)
 SPEECH_SAMPLE = 16  # training files the driver decodes before a run starts, at most
 
 
@@ -47,7 +49,15 @@ class RunData:
 
     @classmethod
     def open(cls, data: DataConfig, synthetic: SyntheticConfig) -> RunData:
-        """Scan the corpus a config names and split its speakers; ``CorpusError`` if unusable."""
+        """Scan the corpus a config names and split its speakers; ``CorpusError`` if unusable.
+        With ``data.snapshot`` (the driver's scan of this run) that is loaded instead: a
+        producer starts in seconds on a million utterances; unreadable, the corpus is
+        scanned as usual."""
+        if data.snapshot:
+            try:
+                return cls.of(SpeakerDatabase.load(data.snapshot), data)
+            except (OSError, ValueError, KeyError) as exc:
+                log.info("cannot read the corpus snapshot %s (%s): scanning", data.snapshot, exc)
         db = SpeakerDatabase.scan(
             resolve_corpus(data, synthetic),
             data.layout,

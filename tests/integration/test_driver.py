@@ -81,6 +81,10 @@ def test_train_then_resume_continues_weights_and_metrics(tmp_path):
     # a clean end says nothing of the producers' loops it ended, nor TensorFlow's CUDA search
     for noise in ("ProducerActor.run failed", "killed by ray.kill", "cuInit", "absl::"):
         assert noise not in first.stderr, noise
+    # the driver's scan, which the producers and the learner loaded instead of scanning
+    from workers.corpus import SpeakerDatabase
+
+    assert len(SpeakerDatabase.load(run_dir / "corpus.npz").utterances) > 0
     first_store = stored(run_dir)
     assert first_store["steps"] == list(range(1, 7))
     assert first_store["meta"]["status"] == "finished"

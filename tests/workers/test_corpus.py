@@ -1,5 +1,6 @@
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,50 @@ def test_link_loops_are_skipped_with_a_warning(tmp_path, caplog):
         "spk1/u1.wav",
     ]
     assert "already scanned" in caplog.text
+
+
+def test_a_snapshot_of_the_scan_loads_back_equal_and_producers_use_it(tmp_path, monkeypatch):
+    """The driver's scan saved as columns (no pickle) loads back equal; RunData.open takes
+    it instead of scanning (a million utterances: seconds, not a minute), and scans when
+    it cannot be read."""
+    from cluster.config import DataConfig, SyntheticConfig
+    from workers import corpus
+    from workers.rundata import RunData
+
+    for s in range(3):
+        for u in range(3):
+            write_wav(tmp_path / "c" / f"spk{s}" / f"ü{u} x.wav", 1.0 + 0.1 * u)
+    db = SpeakerDatabase.scan(tmp_path / "c", cache_dir=str(tmp_path / "cache"))
+    db.save(tmp_path / "corpus.npz")
+    back = SpeakerDatabase.load(tmp_path / "corpus.npz")
+    assert back.utterances == db.utterances and list(back.utterances) == list(db.utterances)
+    assert (back.root, back.layout, back.speakers) == (db.root, db.layout, db.speakers)
+    assert back.by_speaker == db.by_speaker and back.summary() == db.summary()
+    data = DataConfig(path=str(tmp_path / "c"), cache_dir=str(tmp_path / "cache"))
+    snap = DataConfig(**{**data.__dict__, "snapshot": str(tmp_path / "corpus.npz")})
+
+    def no_scan(*args, **kw):
+        raise AssertionError("scanned although a snapshot was given")
+
+    monkeypatch.setattr(corpus.SpeakerDatabase, "scan", no_scan)
+    assert RunData.open(snap, SyntheticConfig()).db.utterances == db.utterances
+    (tmp_path / "corpus.npz").write_bytes(b"not a snapshot")
+    monkeypatch.undo()
+    assert RunData.open(snap, SyntheticConfig()).db.utterances == db.utterances  # scanned
+
+
+def test_the_utterance_table_is_a_sequence_of_utterances():
+    from workers.corpus import Utterance, UtteranceTable
+
+    utts = [
+        Utterance(f"s{k % 2}/u{k}.wav", f"s{k % 2}", 1.0 + k, 16000, 10 + k, 5, "", "ab")
+        for k in range(5)
+    ]
+    table = UtteranceTable.of(utts)
+    assert len(table) == 5 and table[3] == utts[3] and table[-1] == utts[-1]
+    assert list(table) == utts and table[1:3] == utts[1:3] and table == utts
+    with pytest.raises(IndexError):
+        table[5]
+    db = SpeakerDatabase(Path("/c"), "librispeech", utts)
+    assert db.by_speaker == {"s0": [0, 2, 4], "s1": [1, 3]}
+    assert [u.path for u in db.subset(["s1"]).utterances] == ["s1/u1.wav", "s1/u3.wav"]
