@@ -72,3 +72,43 @@ def test_read_mode_uses_what_the_cache_has(corpus, tmp_path):
     for i in range(len(source.db.utterances)):
         source.get(i)
     assert source.computed == 0  # all read from the cache, none recomputed
+
+
+def test_a_corpus_of_100000_utterances_indexes_and_a_producer_starts_from_the_snapshot(
+    tmp_path, speech_subset
+):
+    """100,000 utterances (links into the real fixture, VoxCeleb's layout): the scan lists
+    them in columns, the driver's snapshot loads back equal, and a producer's data (split,
+    sampler, a batch's draw) comes from the snapshot without a scan. The timing lives in
+    bench/scale.py; here, what each utterance costs in memory."""
+    import os
+
+    from cluster.config import replace
+    from workers.sampler import TripletSampler
+
+    sources = sorted(speech_subset.rglob("*.flac"))
+    root = tmp_path / "vox" / "wav"
+    for k in range(100_000):
+        folder = root / f"id{k % 500:05d}" / f"video{(k // 500) % 20:04d}"
+        if k < 500 * 20:
+            folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(sources[k % len(sources)], folder / f"{k:05d}.flac")
+    cfg = load_config(
+        "smoke",
+        [
+            f"data.path={tmp_path / 'vox'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.layout=voxceleb",
+        ],
+    )
+    data = RunData.open(cfg.data, cfg.synthetic)
+    table = data.db.utterances
+    assert len(table) == 100_000 and len(data.db.speakers) == 500
+    per_utterance = sum(col.nbytes for col in table.cols.values()) / len(table)
+    assert per_utterance < 200, per_utterance  # an object each took about 1,400 bytes
+    data.db.save(tmp_path / "corpus.npz")
+    producer_cfg = replace(cfg, data={"snapshot": str(tmp_path / "corpus.npz")})
+    again = RunData.open(producer_cfg.data, producer_cfg.synthetic)
+    assert again.db.utterances == table and (again.train, again.held) == (data.train, data.held)
+    idx, labels = TripletSampler(again.db, again.train, 8, seed=0).sample()
+    assert len(idx) == 24 and all(again.db.utterances[int(i)].speaker in again.train for i in idx)
