@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         data.db.save(run.corpus_snapshot)
         cfg = replace(cfg, data={"snapshot": str(run.corpus_snapshot)})
     except OSError as exc:  # they scan, as before
-        log.warning("cannot write %s (%s): each producer scans the corpus", run.corpus_snapshot, exc)
+        log.warning(
+            "cannot write %s (%s): each producer scans the corpus", run.corpus_snapshot, exc
+        )
     if cfg.learner.init_from:
         log.info(
             "fine-tuning from %s (weights %s)", cfg.learner.init_from, cfg.learner.init_fingerprint
