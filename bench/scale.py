@@ -70,6 +70,40 @@ print(json.dumps([ready, (psutil.Process().memory_info().rss - base) / 2**20]))
 """
 
 
+def shard_reads(folder: Path, shards: int = 3, per: int = 1000, reads: int = 20000) -> dict:
+    """Random reads of base-sized segments (400 of 600 frames x 64, float16) from shards of
+    ``per`` utterances, as a producer reads them (the index lookup, a view, a crop copied
+    out), cold (just written, dropped from nothing) and then again warm."""
+    import numpy as np
+
+    from workers.shards import ShardIndex, write_shard
+
+    rng = np.random.default_rng(0)
+    for s in range(shards):
+        entries = [
+            (f"{s:02d}{k:05d}", rng.standard_normal((600, 64)).astype(np.float16))
+            for k in range(per)
+        ]
+        write_shard(folder, f"s{s}", entries)
+    t0 = time.perf_counter()
+    index = ShardIndex.open(folder)
+    opened = time.perf_counter() - t0
+    keys = [
+        f"{s:02d}{k:05d}"
+        for s, k in zip(rng.integers(0, shards, reads), rng.integers(0, per, reads), strict=True)
+    ]
+    t0 = time.perf_counter()
+    for key in keys:
+        start = int(rng.integers(0, 200))
+        np.array(index.get(key)[start : start + 400])
+    took = time.perf_counter() - t0
+    return {
+        "shard_files": 2 * shards,
+        "shard_index_open_s": round(opened, 3),
+        "shard_reads_per_s": round(reads / took),
+    }
+
+
 def producer_start(cfg, snapshot: Path) -> tuple[float, float]:
     """Seconds until a fresh producer process has its corpus and sampler from the driver's
     snapshot, and the resident memory that adds (its imports excluded)."""
@@ -147,6 +181,7 @@ def main() -> None:
             wave_bytes += waves.get(i).nbytes
             seconds += u.seconds
         snapshot_bytes = snapshot.stat().st_size
+        shards = shard_reads(tmp / "shard-store")
     utterances = a.utterances
     report(
         {
@@ -165,6 +200,8 @@ def main() -> None:
             "listing_bytes_per_utterance": round(listing_mb * 2**20 / utterances),
             "cache_files_feature": utterances,
             "cache_files_speech": utterances,
+            "cache_files_in_1000_shards": 2 * -(-utterances // 1000),  # data + index each
+            **shards,
             "cache_gb_feature": round(feat_bytes / seconds * hours * 3600 / 1e9, 1),
             "cache_gb_speech": round(wave_bytes / seconds * hours * 3600 / 1e9, 1),
         }

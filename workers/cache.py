@@ -31,6 +31,7 @@ from workers.audio import AudioError
 from workers.cache_root import default_cache_root
 from workers.corpus import SpeakerDatabase, Utterance, corpus_key
 from workers.extract import Extractor
+from workers.shards import ShardIndex
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class FeatureStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # Shards written by ``workers.precompute --shards N`` (read first), else a file each.
+        self.shards = ShardIndex.open(self.root)
 
     @classmethod
     def of(cls, corpus: Path, extractor: Extractor, cache_dir: str = "") -> FeatureStore:
@@ -81,10 +84,14 @@ class FeatureStore:
         return self.root / f"{self.key(utt)}.rej"
 
     def exists(self) -> bool:
-        return self.root.is_dir() and any(self.root.glob("*.npy"))
+        return self.root.is_dir() and (self.shards is not None or any(self.root.glob("*.npy")))
 
     def status(self, utt: Utterance) -> str | None:
         """``"done"``, ``"rejected"`` or ``None`` (not yet extracted)."""
+        if self.shards is not None:
+            found = self.shards.status(self.key(utt))
+            if found is not None:
+                return found
         if self.npy(utt).exists():
             return "done"
         if self.rej(utt).exists():
@@ -102,12 +109,18 @@ class FeatureStore:
         )
 
     def rejection(self, utt: Utterance) -> str:
+        if self.shards is not None and self.shards.status(self.key(utt)) == "rejected":
+            return self.shards.rejection(self.key(utt))
         try:
             return json.loads(self.rej(utt).read_text())["reason"]
         except (OSError, ValueError, KeyError):
             return "rejected"
 
     def load(self, utt: Utterance) -> np.ndarray:
+        if self.shards is not None:
+            found = self.shards.get(self.key(utt))
+            if found is not None:
+                return found
         return np.load(self.npy(utt), mmap_mode="r")
 
 

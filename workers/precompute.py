@@ -11,12 +11,18 @@ Examples:
     python -m workers.precompute --data /corpora/vox1 --set features.dtype=float32
     python -m workers.precompute --data /corpora/vox1 --address auto   # on a Ray cluster
     python -m workers.precompute --data /corpora/vox2 --waves          # for augmentation
+    python -m workers.precompute --data /corpora/vox2 --shards 1000    # ~1,100 files, not 1.1M
+
+With ``--shards N`` each Ray task writes its N utterances as one shard (``workers/shards.py``:
+the bytes, then the index renamed into place last), so a killed run leaves whole shards
+and temporary files only, and running it again extracts what no shard holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
 import sys
 import time
@@ -33,6 +39,7 @@ from workers.cache import FeatureStore
 from workers.corpus import CorpusError, SpeakerDatabase, Utterance
 from workers.extract import Extractor, LogMelExtractor, SpeechExtractor
 from workers.rundata import RunData
+from workers.shards import write_shard
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +51,36 @@ def extract_chunk(
     store_root: str,
     features: dict[str, Any],
     waves: bool = False,
+    shard: bool = False,
 ) -> dict[str, int]:
     """Extract ``utts`` (paths relative to ``root``) into the store: log-mel features, or with
-    ``waves`` the int16 speech; counts by outcome."""
+    ``waves`` the int16 speech; counts by outcome. ``shard``: the chunk becomes one shard
+    (:mod:`workers.shards`), written whole or not at all, instead of a file per utterance."""
     extractor = extractor_of(FeatureConfig(**features), waves)
     db = SpeakerDatabase(Path(root), layout, utts)
     store = FeatureStore(store_root)
     counts: dict[str, int] = {"done": 0}
+    entries: list[tuple[str, Any]] = []
     for i, utt in enumerate(db.utterances):
         if store.status(utt):
             counts["done"] += 1
             continue
         try:
-            store.save(utt, extractor(db.abspath(i), utt.seconds))
+            value: Any = extractor(db.abspath(i), utt.seconds)
             counts["done"] += 1
         except AudioError as exc:
             log.warning("skipping %s", exc)
-            store.reject(utt, exc.reason)
+            value = exc.reason
             counts[exc.reason] = counts.get(exc.reason, 0) + 1
+        if shard:
+            entries.append((store.key(utt), value))
+        elif isinstance(value, str):
+            store.reject(utt, value)
+        else:
+            store.save(utt, value)
+    if entries:
+        name = hashlib.sha1("".join(k for k, _ in entries).encode()).hexdigest()[:16]
+        write_shard(store.root, name, entries)
     return counts
 
 
@@ -82,9 +101,11 @@ def precompute(
     chunk: int = 32,
     progress: bool = True,
     waves: bool = False,
+    shards: int = 0,
 ) -> dict[str, int]:
     """Fill the cache for ``db`` (the waveform cache with ``waves``) using the connected Ray
-    cluster; returns outcome counts."""
+    cluster; returns outcome counts. ``shards``: utterances per shard (0: a file each)."""
+    chunk = shards or chunk
     store = target_store(db.root, cfg, cache_dir, waves)
     todo = [u for u in db.utterances if store.status(u) is None]
     totals = {"already": len(db.utterances) - len(todo), "done": 0}
@@ -99,6 +120,7 @@ def precompute(
             str(store.root),
             dataclasses.asdict(cfg),
             waves,
+            bool(shards),
         ): len(todo[i : i + chunk])
         for i in range(0, len(todo), chunk)
     }
@@ -136,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         help="fill the speech waveform cache (what producers read with augment.enabled=true) "
         "instead of the feature cache; the default when the preset augments (demo, base)",
     )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write the cache in shards of N utterances (a file each by default); for "
+        "corpora of hundreds of thousands of files: VoxCeleb2 in 1,000-utterance shards is "
+        "about 1,100 files instead of 1.1 million",
+    )
     p.add_argument("--cache-dir", default="", help="cache root (default ~/.cache/voice-embeddings)")
     p.add_argument("--address", default=None, help="Ray address ('auto' to join a cluster)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray instance")
@@ -153,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     waves = a.waves or cfg.augment.enabled  # what this preset's producers will read
     init_ray(a.address, num_cpus=a.cpus)
     t0 = time.time()
-    totals = precompute(db, cfg.features, a.cache_dir, waves=waves)
+    totals = precompute(db, cfg.features, a.cache_dir, waves=waves, shards=a.shards)
     store = target_store(db.root, cfg.features, a.cache_dir, waves)
     print(
         f"{'speech' if waves else 'features'} for {len(db.utterances)} utterances in "

@@ -145,6 +145,35 @@ def test_precompute_is_parallel_resumable_and_complete(ray_session, speech_subse
     assert producer.source.computed == 0
 
 
+def test_precompute_in_shards_is_resumable_and_producers_read_it(
+    ray_session, speech_subset, tmp_path
+):
+    """``--shards``: a shard per task instead of a file per utterance; a second pass finds
+    everything; a producer reading the cache computes nothing itself."""
+    cfg = load_config("smoke").features
+    db = SpeakerDatabase.scan(speech_subset)
+    first = precompute(db.subset(db.speakers[:2]), cfg, str(tmp_path), progress=False, shards=5)
+    totals = precompute(db, cfg, str(tmp_path), progress=False, shards=5)
+    assert totals["already"] == first["done"]
+    assert totals["already"] + totals["done"] == len(db.utterances)
+    store = FeatureStore.of(db.root, LogMelExtractor(cfg), str(tmp_path))
+    assert all(store.status(u) == "done" for u in db.utterances)
+    assert not list(store.root.glob("*.npy"))  # in shards only
+    shards = list((store.root / "shards").glob("*.json"))
+    assert len(shards) == -(-first["done"] // 5) + -(-totals["done"] // 5)
+    assert precompute(db, cfg, str(tmp_path), progress=False, shards=5)["done"] == 0
+    from workers.producer import BatchProducer
+
+    run_cfg = replace(
+        load_config("smoke"), data={"path": str(speech_subset), "cache_dir": str(tmp_path)}
+    )
+    import queue as std_queue
+
+    producer = BatchProducer.from_config(run_cfg, 0, std_queue.Queue(100))
+    producer.run(max_batches=5)
+    assert producer.source.computed == 0
+
+
 def test_precompute_fills_the_speech_cache_augmenting_producers_read(
     ray_session, speech_subset, tmp_path
 ):
