@@ -14,7 +14,6 @@ itself and starts the server again on the persisted data when none is running.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import ipaddress
@@ -153,17 +152,23 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+def works_in(pid: int, folder: Path) -> bool:
+    """Whether ``pid`` is a live redis-server whose working folder is ``folder``: redis-server
+    rewrites its command line, but it works in its ``dir``, the run's Redis folder."""
+    try:
+        return _is_redis(pid) and os.readlink(f"/proc/{pid}/cwd") == str(folder.resolve())
+    except OSError:
+        return False
+
+
 def serves(pid: int, port: int, conf: Path) -> bool:
     """Whether ``pid`` is a live redis-server working in ``conf``'s folder that holds the listening
     socket of ``port``: what a password may be sent to. A file naming another listener, or
     the real server's pid with another port, fails; so does anything that cannot be checked
     (another user's process, no ``/proc``)."""
-    if not isinstance(pid, int) or not _is_redis(pid):
+    if not isinstance(pid, int) or not works_in(pid, conf.parent):
         return False
     try:
-        # redis-server rewrites its command line, but it works in its ``dir``: this folder
-        if os.readlink(f"/proc/{pid}/cwd") != str(conf.parent.resolve()):
-            return False
         inodes = _listening_inodes(port)
         fds = Path(f"/proc/{pid}/fd")
         for fd in fds.iterdir():
@@ -345,13 +350,12 @@ class EmbeddedRedis:
         deadline = time.time() + timeout
         while time.time() < deadline and _is_redis(pid):
             time.sleep(0.1)
-        with contextlib.suppress(OSError):
-            if _is_redis(pid) and os.readlink(f"/proc/{pid}/cwd") == str(self.dir.resolve()):
-                raise RuntimeError(
-                    f"redis-server {pid} serves {self.dir} but {self.dir / 'server.json'} does "
-                    "not name its port; not starting a second server on the same data (stop "
-                    f"it, or remove the stale record)"
-                )
+        if works_in(pid, self.dir):
+            raise RuntimeError(
+                f"redis-server {pid} serves {self.dir} but {self.dir / 'server.json'} does "
+                "not name its port; not starting a second server on the same data (stop "
+                "it, or remove the stale record)"
+            )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down (saving) the server this object started, or the one recorded in the folder."""

@@ -25,7 +25,8 @@ from workers.quality import QualityLimits  # noqa: E402
 EXIT_ERROR = 2
 
 
-def _number(text: str) -> float:
+def finite(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` refused with exit code 2)."""
     try:
         x = float(text)
     except ValueError:
@@ -53,21 +54,16 @@ def speaker_name(text: str) -> str:
     return text
 
 
-def finite(text: str) -> float:
-    """An argparse type: a finite number (``nan`` and ``inf`` refused with exit code 2)."""
-    return _number(text)
-
-
 def non_negative(text: str) -> float:
     """An argparse type: a finite number >= 0 (a minimum; 0 turns its check off)."""
-    x = _number(text)
+    x = finite(text)
     if x < 0:
         raise argparse.ArgumentTypeError(f"{text} is below 0")
     return x
 
 
 def positive(text: str) -> float:
-    x = _number(text)
+    x = finite(text)
     if x <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not above 0")
     return x
@@ -75,7 +71,7 @@ def positive(text: str) -> float:
 
 def probability(text: str) -> float:
     """An argparse type: a rate or prior strictly between 0 and 1."""
-    x = _number(text)
+    x = finite(text)
     if not 0 < x < 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (both excluded)")
     return x
