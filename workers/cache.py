@@ -59,8 +59,15 @@ class FeatureStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        # Shards written by ``workers.precompute --shards N`` (read first), else a file each.
-        self.shards = ShardIndex.open(self.root)
+        self._shards: ShardIndex | None | bool = False  # False: not read yet
+
+    @property
+    def shards(self) -> ShardIndex | None:
+        """Shards written by ``workers.precompute --shards N`` (read before a file each),
+        their index read when first asked: a store that is only written never reads it."""
+        if self._shards is False:
+            self._shards = ShardIndex.open(self.root)
+        return self._shards
 
     @classmethod
     def of(cls, corpus: Path, extractor: Extractor, cache_dir: str = "") -> FeatureStore:

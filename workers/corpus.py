@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.files import atomic_write_text
+from cluster.files import atomic_write, atomic_write_text
 from workers.audio import AudioError, audio_info
 from workers.cache_root import default_cache_root
 from workers.listings import ListingError, list_root, utterance_id
@@ -344,11 +344,7 @@ class SpeakerDatabase:
             "speaker_offsets": np.cumsum([0, *map(len, names)], dtype=np.int64),
             "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
         }
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        atomic_write(Path(path), lambda fh: np.savez(fh, **arrays), fsync=False)
 
     @classmethod
     def load(cls, path: str | Path) -> SpeakerDatabase:

@@ -62,7 +62,10 @@ def extract_chunk(
     counts: dict[str, int] = {"done": 0}
     entries: list[tuple[str, Any]] = []
     for i, utt in enumerate(db.utterances):
-        if store.status(utt):
+        # ``precompute`` hands out only what no shard or file holds; this check is for a
+        # retried task, so it looks at the files it writes, never parsing every shard index
+        # (a shard-writing task that is retried writes the same shard again, same name).
+        if not shard and (store.npy(utt).exists() or store.rej(utt).exists()):
             counts["done"] += 1
             continue
         try:

@@ -18,11 +18,12 @@ first reads from it, so random access costs a binary search and a page fault.
 from __future__ import annotations
 
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+from cluster.files import atomic_write, atomic_write_text
 
 SHARDS = "shards"
 MAX_MAPPED = 64  # shards kept mapped per reader
@@ -32,12 +33,11 @@ def write_shard(root: Path, name: str, entries: list[tuple[str, np.ndarray | str
     """One shard of ``entries`` (key, array or rejection reason); returns its index path."""
     folder = Path(root) / SHARDS
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(f".{name}.*.tmp"):
+    for stale in folder.glob(f".{name}.*.tmp"):  # a killed writer's (atomic_write's names)
         stale.unlink(missing_ok=True)
-    tmp_bin = folder / f".{name}.bin.{os.getpid()}.tmp"
-    tmp_json = folder / f".{name}.json.{os.getpid()}.tmp"
     index: dict[str, object] = {}
-    with open(tmp_bin, "wb") as fh:
+
+    def arrays(fh) -> None:
         for key, value in entries:
             if isinstance(value, str):
                 index[key] = {"rejected": value}
@@ -45,11 +45,9 @@ def write_shard(root: Path, name: str, entries: list[tuple[str, np.ndarray | str
             array = np.ascontiguousarray(value)
             index[key] = [fh.tell(), array.dtype.str, list(array.shape)]
             fh.write(array.tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp_json.write_text(json.dumps(index))
-    os.replace(tmp_bin, folder / f"{name}.bin")
-    os.replace(tmp_json, folder / f"{name}.json")  # last: the shard exists from here on
+
+    atomic_write(folder / f"{name}.bin", arrays)
+    atomic_write_text(folder / f"{name}.json", json.dumps(index))  # last: the shard exists
     return folder / f"{name}.json"
 
 
